@@ -1,0 +1,129 @@
+"""Errors a caller can act on, and the one JSON shape the API renders them in.
+
+Every error body is `{"error": {"code": str, "message": str, "details": {...}}}`; the services raise
+`ApplicationError` subclasses and never build HTTP responses themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """Base of every error a service raises on purpose. `code` is stable and documented."""
+
+    status_code = 400
+    code = "invalid_request"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details: dict[str, Any] = details or {}
+
+
+class ValidationFailed(ApplicationError):
+    status_code = 400
+    code = "validation_failed"
+
+
+class NotFound(ApplicationError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApplicationError):
+    status_code = 409
+    code = "conflict"
+
+
+class Gone(ApplicationError):
+    status_code = 410
+    code = "gone"
+
+
+class QuotaExceeded(ApplicationError):
+    status_code = 429
+    code = "quota_exceeded"
+
+
+class ServiceUnavailable(ApplicationError):
+    """A dependency is not usable right now; the client should retry after `retry_after` s."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        retry_after: int = 30,
+    ) -> None:
+        super().__init__(message, code=code, details=details)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(ServiceUnavailable):
+    """No storage provider is configured (or the chosen one cannot be built)."""
+
+    code = "storage_unavailable"
+
+
+class ProviderUnavailable(ServiceUnavailable):
+    """The provider did not answer usefully (network error, 5xx, throttling)."""
+
+    code = "provider_unavailable"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def _drf_details(exc: drf_exceptions.APIException) -> tuple[str, dict[str, Any]]:
+    detail = exc.detail
+    if isinstance(detail, dict):
+        fields = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        parts = [f"{k}: {' '.join(v)}" for k, v in fields.items()]
+        return "; ".join(parts) or str(exc.default_detail), {"fields": fields}
+    if isinstance(detail, list):
+        return " ".join(str(d) for d in detail), {}
+    return str(detail), {}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF exception handler: ApplicationError and DRF's own errors in one JSON shape."""
+    if isinstance(exc, ApplicationError):
+        headers = {}
+        if isinstance(exc, ServiceUnavailable):
+            headers["Retry-After"] = str(exc.retry_after)
+            logger.warning("503 %s: %s", exc.code, exc.message)
+        return Response(
+            error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=headers
+        )
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, drf_exceptions.APIException):
+        return response
+    message, details = _drf_details(exc)
+    code = exc.get_codes() if not isinstance(exc.detail, dict | list) else exc.default_code
+    if isinstance(exc, drf_exceptions.ValidationError):
+        code = "validation_failed"
+    response.data = error_body(str(code), message, details)
+    return response

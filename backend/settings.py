@@ -1,0 +1,271 @@
+"""Django settings: every value comes from the environment (django-environ), `.env` loaded if present.
+
+This is the one place configuration is read; no other module touches `os.environ`.
+In production mode (DJANGO_DEBUG off) a missing secret key, broker URL or provider secret is a
+startup error (see `_production_checks`), never a silent fallback to development behaviour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+_env_file = Path(env.str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")))
+if _env_file.is_file():
+    env.read_env(_env_file, overwrite=False)
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. It is required when DJANGO_DEBUG is off "
+            "(production mode). Generate one with: python -c "
+            "'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Public base URL of this service (https://uploads.example.com). Used to build webhook URLs
+# handed to providers (Cloudinary notification_url). Empty: no notification_url is sent.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_dramatiq",
+    "dramatiq_crontab",
+    "backend.core",
+    "backend.storage",
+    "backend.uploads",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.urls"
+WSGI_APPLICATION = "backend.wsgi.application"
+ASGI_APPLICATION = "backend.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "frontend" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A busy timeout so a worker thread and a request do not fail at once on the file lock.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+# The AppConfig cache must be shared between processes in production (Redis): a provider
+# switch made in one process is then seen by all on their next read.
+CACHES = {
+    "default": env.cache_url(
+        "CACHE_URL",
+        default=(REDIS_URL if REDIS_URL else "locmemcache://upload-broker"),
+    ),
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
+LOGIN_URL = "/admin/login/"
+
+# --- Security defaults -------------------------------------------------------------------------
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False) else None
+)
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_URLS_REGEX = r"^/api/.*$"
+
+# --- REST framework ----------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "backend.core.errors.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_THROTTLE_RATES": {
+        "upload_create": env.str("THROTTLE_UPLOAD_CREATE", default="120/hour"),
+        "upload_confirm": env.str("THROTTLE_UPLOAD_CONFIRM", default="240/hour"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Upload broker API",
+    "DESCRIPTION": "Presigned direct uploads to Cloudinary or S3. See docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Storage providers -------------------------------------------------------------------------
+# Cloudinary: either the three variables or CLOUDINARY_URL=cloudinary://key:secret@cloud_name
+CLOUDINARY_URL = env.str("CLOUDINARY_URL", default="")
+CLOUDINARY_CLOUD_NAME = env.str("CLOUDINARY_CLOUD_NAME", default="")
+CLOUDINARY_API_KEY = env.str("CLOUDINARY_API_KEY", default="")
+CLOUDINARY_API_SECRET = env.str("CLOUDINARY_API_SECRET", default="")
+# sha1 (Cloudinary's default) or sha256, as set in the Cloudinary account's security settings.
+CLOUDINARY_SIGNATURE_ALGORITHM = env.str("CLOUDINARY_SIGNATURE_ALGORITHM", default="sha1")
+CLOUDINARY_UPLOAD_FOLDER = env.str("CLOUDINARY_UPLOAD_FOLDER", default="uploads")
+# Base URL of the upload API; only changed to point at a local stand-in (demo, tests).
+CLOUDINARY_UPLOAD_PREFIX = env.str("CLOUDINARY_UPLOAD_PREFIX", default="")
+# Base URL of the delivery CDN (res.cloudinary.com); only changed for a local stand-in.
+CLOUDINARY_DELIVERY_PREFIX = env.str("CLOUDINARY_DELIVERY_PREFIX", default="")
+
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
+AWS_SESSION_TOKEN = env.str("AWS_SESSION_TOKEN", default="")
+AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+# Optional canned ACL for uploads. Empty (the default) sends no ACL: objects stay private.
+AWS_S3_UPLOAD_ACL = env.str("AWS_S3_UPLOAD_ACL", default="")
+# Every key we issue lives under this prefix (also what reconciliation scans).
+UPLOAD_KEY_PREFIX = env.str("UPLOAD_KEY_PREFIX", default="uploads").strip("/")
+# Hard ceiling on presign expiry whatever AppConfig says (seconds).
+UPLOAD_MAX_PRESIGN_EXPIRY = 900
+
+# --- Background jobs (Dramatiq) ---------------------------------------------------------------
+# Always set explicitly: django-dramatiq's defaults name a middleware dramatiq 2.x no longer has.
+DRAMATIQ_BROKER_URL = env.str("DRAMATIQ_BROKER_URL", default=REDIS_URL)
+_DRAMATIQ_MIDDLEWARE = [
+    "dramatiq.middleware.AgeLimit",
+    "dramatiq.middleware.TimeLimit",
+    "dramatiq.middleware.Callbacks",
+    "dramatiq.middleware.Retries",
+    "django_dramatiq.middleware.DbConnectionsMiddleware",
+]
+if DRAMATIQ_BROKER_URL.startswith(("amqp://", "amqps://")):
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.rabbitmq.RabbitmqBroker",
+        "OPTIONS": {"url": DRAMATIQ_BROKER_URL},
+        "MIDDLEWARE": _DRAMATIQ_MIDDLEWARE,
+    }
+elif DRAMATIQ_BROKER_URL:
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": DRAMATIQ_BROKER_URL},
+        "MIDDLEWARE": _DRAMATIQ_MIDDLEWARE,
+    }
+else:
+    # Development only (refused in production below): jobs run in-process on a stub broker
+    # with a worker thread started by the uploads app.
+    DRAMATIQ_BROKER = {
+        "BROKER": "dramatiq.brokers.stub.StubBroker",
+        "OPTIONS": {},
+        "MIDDLEWARE": _DRAMATIQ_MIDDLEWARE,
+    }
+DRAMATIQ_RUN_INPROCESS_WORKER = env.bool("DRAMATIQ_RUN_INPROCESS_WORKER", default=False)
+DRAMATIQ_TASKS_DATABASE = "default"
+DRAMATIQ_CRONTAB = {"REDIS_URL": DRAMATIQ_BROKER_URL or None}
+
+# Cleanup policy (seconds unless named otherwise)
+UPLOAD_ORPHAN_GRACE_SECONDS = env.int("UPLOAD_ORPHAN_GRACE_SECONDS", default=3600)
+UPLOAD_RECONCILE_GRACE_SECONDS = env.int("UPLOAD_RECONCILE_GRACE_SECONDS", default=86400)
+UPLOAD_SCHEDULES = {
+    "expire_orphans": env.str("SCHEDULE_EXPIRE_ORPHANS", default="*/10 * * * *"),
+    "reconcile": env.str("SCHEDULE_RECONCILE", default="17 3 * * *"),
+}
+
+# --- Webhooks ----------------------------------------------------------------------------------
+WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = env.int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", default=600)
+SNS_TOPIC_ARNS = env.list("SNS_TOPIC_ARNS", default=[])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}
+
+
+def _production_checks() -> None:
+    """In production mode, refuse to start on configuration that would silently degrade."""
+    problems = []
+    if not DRAMATIQ_BROKER_URL:
+        problems.append(
+            "REDIS_URL (or DRAMATIQ_BROKER_URL) is not set: background jobs need a real broker "
+            "in production; the in-process stub broker is for development only."
+        )
+    if DRAMATIQ_RUN_INPROCESS_WORKER:
+        problems.append("DRAMATIQ_RUN_INPROCESS_WORKER is development only.")
+    cloudinary_ok = bool(CLOUDINARY_URL) or all(
+        (CLOUDINARY_CLOUD_NAME, CLOUDINARY_API_KEY, CLOUDINARY_API_SECRET)
+    )
+    s3_ok = all((AWS_STORAGE_BUCKET_NAME, AWS_S3_REGION_NAME or AWS_S3_ENDPOINT_URL))
+    if not (cloudinary_ok or s3_ok):
+        problems.append(
+            "No storage provider is configured: set CLOUDINARY_URL (or CLOUDINARY_CLOUD_NAME, "
+            "CLOUDINARY_API_KEY, CLOUDINARY_API_SECRET) and/or AWS_STORAGE_BUCKET_NAME with "
+            "AWS_S3_REGION_NAME."
+        )
+    if problems:
+        raise ImproperlyConfigured("Production settings refused:\n- " + "\n- ".join(problems))
+
+
+if not DEBUG:
+    _production_checks()

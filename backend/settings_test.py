@@ -1,0 +1,40 @@
+"""Settings for the test suite: the real settings module, read with test-friendly defaults.
+
+Only defaults are set here; DATABASE_URL, REDIS_URL and friends given in the environment win
+(that is how `.ci/run` points the same suite at PostgreSQL).
+"""
+
+import os
+
+os.environ.setdefault("DJANGO_DEBUG", "1")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("DJANGO_ENV_FILE", "/nonexistent/.env")  # never read a developer's .env
+# Tests use the in-memory stub broker; the real-Redis worker test builds its own broker.
+os.environ["DRAMATIQ_BROKER_URL"] = ""
+# Provider settings are given per test (override_settings); none by default.
+for _name in (
+    "CLOUDINARY_URL",
+    "CLOUDINARY_CLOUD_NAME",
+    "CLOUDINARY_API_KEY",
+    "CLOUDINARY_API_SECRET",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_STORAGE_BUCKET_NAME",
+    "AWS_S3_REGION_NAME",
+    "AWS_S3_ENDPOINT_URL",
+    "CACHE_URL",
+):
+    os.environ.pop(_name, None)
+
+from backend.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False
+REST_FRAMEWORK = {**REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {  # noqa: F405
+    "upload_create": "10000/hour",
+    "upload_confirm": "10000/hour",
+}}
+LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405

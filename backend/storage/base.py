@@ -1,0 +1,182 @@
+"""The provider contract: `CloudStorageService` and the plain dataclasses that cross it.
+
+Everything above this layer (the media upload service, webhooks, jobs, admin) talks to a
+`CloudStorageService` and never to boto3 or the Cloudinary SDK directly. No SDK object or raw SDK
+dict ever crosses this boundary.
+
+Error rules for implementations:
+- "the object is not there" is a value (`StoredObject.exists == False`, `read_head` -> None,
+  deleting a missing key is success), never an exception;
+- any failure to talk to the provider (network, 5xx, throttling, bad credentials at run time)
+  raises `backend.core.errors.ProviderUnavailable`;
+- a client-supplied claim that does not verify raises `ConfirmationRejected`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Where an object lives at its provider.
+
+    `key` is the S3 key or the Cloudinary public_id. `content_type` is the declared MIME type
+    (Cloudinary derives its resource type from it). `version` is Cloudinary's version once known.
+    """
+
+    key: str
+    content_type: str = "application/octet-stream"
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadInstructions:
+    """What a client needs to upload directly: the same shape for every provider.
+
+    POST: send a multipart form with every entry of `fields` (in order) and then the file as
+    the `file` field. PUT: send the raw bytes with `headers`.
+    """
+
+    method: str
+    url: str
+    fields: dict[str, str]
+    headers: dict[str, str]
+    expires_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "url": self.url,
+            "fields": dict(self.fields),
+            "headers": dict(self.headers),
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """What the provider says about a stored object. `exists=False` means it is not there."""
+
+    key: str
+    exists: bool
+    size: int | None = None
+    content_type: str | None = None
+    etag: str | None = None
+    version: str | None = None
+    url: str | None = None
+    last_modified: datetime | None = None
+    # Provider-specific facts worth keeping (width/height, format, resource_type ...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    ref: ObjectRef
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class ObjectPage:
+    objects: list[ListedObject]
+    next_token: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """Outcome of a batch delete. A key that was already missing counts as deleted."""
+
+    deleted: list[str]
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    provider: str
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class ConfirmationRejected(Exception):  # noqa: N818 - a verdict, not a crash
+    """A client's confirmation payload (e.g. a Cloudinary upload response) does not verify."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CloudStorageService(abc.ABC):
+    """One storage provider. Instances are cheap to keep and safe to share between threads."""
+
+    #: Stable provider name as stored on `MediaUpload.provider` and `AppConfig.provider`.
+    name: ClassVar[str]
+    #: Largest number of keys one `delete_many` call sends to the provider.
+    delete_batch_size: ClassVar[int] = 100
+
+    @abc.abstractmethod
+    def presign_upload(
+        self,
+        ref: ObjectRef,
+        *,
+        size: int,
+        max_size: int,
+        expires_in: int,
+        notification_url: str | None = None,
+    ) -> UploadInstructions:
+        """Signed instructions allowing exactly one object at `ref.key`, of `ref.content_type`,
+        at most `max_size` bytes (the declared `size` is what the client said it will send)."""
+
+    def verify_confirmation(self, ref: ObjectRef, payload: Mapping[str, Any]) -> ObjectRef:
+        """Check what a client posts at confirm time; return the ref, enriched if needed.
+
+        Default: the provider needs no client payload (S3: we HEAD the object ourselves)."""
+        return ref
+
+    @abc.abstractmethod
+    def inspect(self, ref: ObjectRef) -> StoredObject:
+        """Size, content type, ETag/version and URL as stored at the provider."""
+
+    @abc.abstractmethod
+    def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
+        """The first `length` bytes of the stored object, or None if it is missing."""
+
+    @abc.abstractmethod
+    def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
+        """Delete up to `delete_batch_size` objects in one provider call."""
+
+    def delete(self, ref: ObjectRef) -> bool:
+        result = self.delete_many([ref])
+        return ref.key in result.deleted
+
+    @abc.abstractmethod
+    def list_objects(
+        self, prefix: str, *, page_token: str | None = None, page_size: int = 1000
+    ) -> ObjectPage:
+        """One page of objects under `prefix`; pass `next_token` back for the next page."""
+
+    def iter_objects(self, prefix: str, *, page_size: int = 1000) -> Iterator[ListedObject]:
+        token: str | None = None
+        while True:
+            page = self.list_objects(prefix, page_token=token, page_size=page_size)
+            yield from page.objects
+            if not page.next_token:
+                return
+            token = page.next_token
+
+    @abc.abstractmethod
+    def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
+        """A short-lived URL to fetch the object (signed where the provider supports it)."""
+
+    def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
+        """Abort multipart uploads started before `older_than`; providers without them: 0."""
+        return 0
+
+    @abc.abstractmethod
+    def probe(self) -> ProbeResult:
+        """A live, cheap call proving credentials and reachability (never raises)."""
