@@ -1,0 +1,39 @@
+# Common tasks. `make demo` and `make test` are the two README commands.
+.PHONY: help install demo test test-sqlite lint format typecheck bench migrate
+
+help:
+	@echo "make demo       start the demo on embedded defaults (SQLite, local S3 emulator, in-process jobs)"
+	@echo "make test       run the whole test suite on SQLite and on PostgreSQL"
+	@echo "make test-sqlite  only the SQLite run (fast loop)"
+	@echo "make lint       ruff check + format check + mypy"
+	@echo "make format     ruff format + autofix"
+	@echo "make bench      run the benchmarks under bench/"
+	@echo "make install    create .venv and install the pinned dependencies"
+
+install:
+	scripts/bootstrap
+
+demo:
+	scripts/demo
+
+test:
+	scripts/test
+
+test-sqlite: install
+	.venv/bin/pytest -n 2 --dist loadgroup
+
+lint:
+	scripts/lint
+
+format: install
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+typecheck: install
+	DJANGO_SETTINGS_MODULE=backend.settings_test .venv/bin/mypy backend
+
+bench: install
+	@for f in bench/*.py; do echo "==> $$f"; .venv/bin/python $$f || exit 1; done
+
+migrate: install
+	.venv/bin/python manage.py migrate
