@@ -1,0 +1,357 @@
+"""Amazon SNS message verification, following AWS's documented steps.
+
+https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html
+
+Every check that needs no network runs first (fields, signature version, certificate URL, topic,
+timestamp); only a message that passes them all can make us fetch a signing certificate, and only
+from an https URL on an SNS host. Subscriptions are confirmed through the SNS API with the token
+(`ConfirmSubscription`), never by fetching the `SubscribeURL` the message names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from django.conf import settings
+from django.core.cache import cache
+
+from backend.core.errors import ProviderUnavailable
+
+logger = logging.getLogger(__name__)
+
+NOTIFICATION = "Notification"
+SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
+UNSUBSCRIBE_CONFIRMATION = "UnsubscribeConfirmation"
+
+# AWS's string-to-sign: these fields, in this order, each as "Name\nvalue\n".
+# Subject is part of it only when the message has one.
+_SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
+    NOTIFICATION: ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    SUBSCRIPTION_CONFIRMATION: (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
+    UNSUBSCRIBE_CONFIRMATION: (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
+}
+_OPTIONAL_FIELDS = frozenset({"Subject"})
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "1": hashes.SHA1,  # SHA1withRSA, SNS's historical default
+    "2": hashes.SHA256,  # SHA256withRSA
+}
+
+# The issue's allow-list, plus a region-shaped middle label: "sns.s3-website-us-east-1..." style
+# hosts (S3 static-website endpoints, where anyone can name a bucket "sns") must never match.
+_CERT_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+_CERT_PATH = re.compile(r"/[A-Za-z0-9_.-]+\.pem")
+_MAX_URL_LENGTH = 1024
+
+#: SNS retries a failed delivery for minutes, not hours; anything older is a replay.
+MAX_MESSAGE_AGE_SECONDS = 3600
+CERT_CACHE_SECONDS = 24 * 3600
+CERT_FETCH_TIMEOUT = (3.05, 5.0)
+CERT_MAX_BYTES = 64 * 1024
+
+CertificateFetcher = Callable[[str], bytes]
+
+
+class SnsVerificationError(Exception):
+    """The message is not a genuine, current SNS message for one of our topics (answer 4xx)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CertificateUnavailable(ProviderUnavailable):
+    """The signing certificate could not be fetched right now (answer 5xx: SNS retries)."""
+
+
+@dataclass(frozen=True)
+class SnsMessage:
+    type: str
+    message_id: str
+    topic_arn: str
+    message: str
+    timestamp: datetime
+    subject: str | None = None
+    token: str | None = None
+
+
+# --- certificate URL ------------------------------------------------------------------------------
+
+
+def check_signing_cert_url(url: object) -> str:
+    """Return `url` if it is an https URL of an SNS signing certificate; raise otherwise.
+
+    Checked on the raw string before any parsing leniency can help an attacker: no userinfo, no
+    port, no backslash, no whitespace or control characters, no query or fragment, lowercase host.
+    """
+    if not isinstance(url, str) or not url:
+        raise SnsVerificationError("SigningCertURL is missing")
+    if len(url) > _MAX_URL_LENGTH or not url.isascii() or not url.isprintable():
+        raise SnsVerificationError("SigningCertURL is not a plain URL")
+    if any(ch in url for ch in "\\ @%?#;") or not url.startswith("https://"):
+        raise SnsVerificationError("SigningCertURL must be a plain https URL")
+    parts = urlsplit(url)
+    if parts.scheme != "https" or parts.query or parts.fragment:
+        raise SnsVerificationError("SigningCertURL must be a plain https URL")
+    # netloc, not hostname: hostname drops userinfo and ports and lowercases, hiding tricks.
+    host = parts.netloc
+    match = _CERT_HOST.fullmatch(host)
+    region = host.split(".")[1] if match else ""
+    china = bool(match and match.group(1))
+    if not match or not _REGION.fullmatch(region) or china != region.startswith("cn-"):
+        raise SnsVerificationError("SigningCertURL is not on an Amazon SNS host")
+    if not _CERT_PATH.fullmatch(parts.path) or ".." in parts.path:
+        raise SnsVerificationError("SigningCertURL does not name a .pem certificate")
+    return url
+
+
+# --- certificate fetch and cache ------------------------------------------------------------------
+
+
+def fetch_certificate(url: str) -> bytes:
+    """Download a signing certificate (TLS-verified, no redirects, bounded time and size)."""
+    try:
+        with requests.get(url, timeout=CERT_FETCH_TIMEOUT, allow_redirects=False, stream=True) as r:
+            if r.status_code != 200:
+                raise CertificateUnavailable(
+                    f"Fetching the SNS signing certificate answered HTTP {r.status_code}."
+                )
+            body = r.raw.read(CERT_MAX_BYTES + 1, decode_content=True)
+    except requests.RequestException as exc:
+        raise CertificateUnavailable(
+            f"The SNS signing certificate could not be fetched ({type(exc).__name__})."
+        ) from exc
+    if len(body) > CERT_MAX_BYTES:
+        raise SnsVerificationError("The signing certificate is implausibly large")
+    return bytes(body)
+
+
+#: Replaced in tests by a fake; production fetches over HTTPS.
+certificate_fetcher: CertificateFetcher = fetch_certificate
+
+
+def _cert_cache_key(url: str) -> str:
+    return "webhooks:sns:cert:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+def load_certificate(url: str, fetcher: CertificateFetcher | None = None) -> x509.Certificate:
+    """The certificate at an already-checked URL, from the cache or fetched once."""
+    key = _cert_cache_key(url)
+    pem = cache.get(key)
+    fetched = False
+    if not isinstance(pem, bytes):
+        pem = (fetcher or certificate_fetcher)(url)
+        fetched = True
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as exc:
+        raise SnsVerificationError("The signing certificate is not a PEM certificate") from exc
+    if fetched:
+        cache.set(key, pem, CERT_CACHE_SECONDS)
+    return cert
+
+
+# --- the message ----------------------------------------------------------------------------------
+
+
+def string_to_sign(message: Mapping[str, Any]) -> bytes:
+    """AWS's canonical string for `message` (which must carry a known `Type`)."""
+    msg_type = message.get("Type")
+    fields = _SIGNED_FIELDS.get(msg_type) if isinstance(msg_type, str) else None
+    if fields is None:
+        raise SnsVerificationError("Unknown SNS message Type")
+    out = []
+    for name in fields:
+        value = message.get(name)
+        if value is None and name in _OPTIONAL_FIELDS:
+            continue
+        if not isinstance(value, str):
+            raise SnsVerificationError(f"{name} is missing or not a string")
+        out.append(f"{name}\n{value}\n")
+    return "".join(out).encode("utf-8")
+
+
+def _parse_timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise SnsVerificationError("Timestamp is not an ISO 8601 time") from exc
+    if parsed.tzinfo is None:
+        raise SnsVerificationError("Timestamp has no time zone")
+    return parsed.astimezone(UTC)
+
+
+def _check_timestamp(ts: datetime, now: datetime) -> None:
+    age = (now - ts).total_seconds()
+    if age > MAX_MESSAGE_AGE_SECONDS:
+        raise SnsVerificationError("Timestamp is too old (replayed message?)")
+    if -age > settings.WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS:
+        raise SnsVerificationError("Timestamp is in the future")
+
+
+def _check_topic(topic_arn: str) -> None:
+    allowed = list(settings.SNS_TOPIC_ARNS)
+    if not allowed:
+        logger.error(
+            "SNS message for topic %s rejected: SNS_TOPIC_ARNS is empty, so no topic is "
+            "accepted. Set SNS_TOPIC_ARNS to the ARN(s) of your bucket's event topic.",
+            topic_arn,
+        )
+        raise SnsVerificationError("No SNS topic is accepted by this service (SNS_TOPIC_ARNS)")
+    if topic_arn not in allowed:
+        raise SnsVerificationError("TopicArn is not one of ours")
+
+
+def _verify_signature(
+    cert: x509.Certificate, signature: bytes, data: bytes, version: str, now: datetime
+) -> None:
+    if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+        raise SnsVerificationError("The signing certificate is not valid at this time")
+    public_key = cert.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise SnsVerificationError("The signing certificate does not hold an RSA key")
+    try:
+        public_key.verify(signature, data, padding.PKCS1v15(), _HASHES[version]())
+    except InvalidSignature as exc:
+        raise SnsVerificationError("Signature does not verify") from exc
+
+
+def verify_message(
+    message: object,
+    *,
+    fetcher: CertificateFetcher | None = None,
+    now: datetime | None = None,
+) -> SnsMessage:
+    """Verify a parsed SNS message body; return it typed, or raise SnsVerificationError.
+
+    Raises CertificateUnavailable when the certificate cannot be fetched right now.
+    """
+    if not isinstance(message, Mapping):
+        raise SnsVerificationError("The body is not an SNS message")
+    msg_type = message.get("Type")
+    if not isinstance(msg_type, str) or msg_type not in _SIGNED_FIELDS:
+        raise SnsVerificationError("Unknown SNS message Type")
+    version = message.get("SignatureVersion")
+    if not isinstance(version, str) or version not in _HASHES:
+        raise SnsVerificationError("SignatureVersion must be 1 or 2")
+    cert_url = check_signing_cert_url(message.get("SigningCertURL"))
+    data = string_to_sign(message)  # also proves every signed field is a string
+    _check_topic(message["TopicArn"])
+    current = now or datetime.now(UTC)
+    timestamp = _parse_timestamp(message["Timestamp"])
+    _check_timestamp(timestamp, current)
+    raw_signature = message.get("Signature")
+    if not isinstance(raw_signature, str) or not raw_signature:
+        raise SnsVerificationError("Signature is missing")
+    try:
+        signature = base64.b64decode(raw_signature, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise SnsVerificationError("Signature is not base64") from exc
+    cert = load_certificate(cert_url, fetcher)
+    _verify_signature(cert, signature, data, str(version), current)
+    return SnsMessage(
+        type=str(msg_type),
+        message_id=message["MessageId"],
+        topic_arn=message["TopicArn"],
+        message=message["Message"],
+        timestamp=timestamp,
+        subject=message.get("Subject"),
+        token=message.get("Token"),
+    )
+
+
+# --- subscription confirmation --------------------------------------------------------------------
+
+_clients: dict[tuple[str, str], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def region_from_arn(topic_arn: str) -> str:
+    parts = topic_arn.split(":")
+    if len(parts) < 6 or parts[0] != "arn" or parts[2] != "sns" or not _REGION.fullmatch(parts[3]):
+        raise SnsVerificationError("TopicArn is not an SNS topic ARN")
+    return parts[3]
+
+
+def _sns_client(region: str) -> Any:
+    # One client per region and process: building one costs milliseconds, a Session far more.
+    key = (region, settings.AWS_ACCESS_KEY_ID)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client(
+                "sns",
+                region_name=region,
+                # Empty settings -> None: boto3's default chain (instance role, env) applies.
+                aws_access_key_id=settings.AWS_ACCESS_KEY_ID or None,
+                aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY or None,
+                aws_session_token=settings.AWS_SESSION_TOKEN or None,
+                config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2}),
+            )
+            _clients[key] = client
+        return client
+
+
+def reset_clients() -> None:
+    """Drop cached SNS clients (tests that change credentials or start a mock)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+def confirm_subscription(topic_arn: str, token: str) -> str:
+    """Confirm a subscription through the SNS API; return the subscription ARN.
+
+    AuthenticateOnUnsubscribe stops anyone holding the UnsubscribeURL from removing us.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = _sns_client(region_from_arn(topic_arn))
+    try:
+        response = client.confirm_subscription(
+            TopicArn=topic_arn, Token=token, AuthenticateOnUnsubscribe="true"
+        )
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if status >= 500 or code in {"Throttling", "ThrottlingException", "InternalError"}:
+            raise ProviderUnavailable(f"SNS ConfirmSubscription failed ({code}).") from exc
+        raise SnsVerificationError(f"SNS refused the subscription confirmation ({code})") from exc
+    except BotoCoreError as exc:
+        raise ProviderUnavailable(
+            f"SNS could not be reached to confirm the subscription ({type(exc).__name__})."
+        ) from exc
+    return str(response.get("SubscriptionArn", ""))
