@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "backend.core",
     "backend.storage",
     "backend.uploads",
+    "backend.demo",
 ]
 
 MIDDLEWARE = [
@@ -146,6 +147,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "upload_create": env.str("THROTTLE_UPLOAD_CREATE", default="120/hour"),
         "upload_confirm": env.str("THROTTLE_UPLOAD_CONFIRM", default="240/hour"),
+        # Password attempts at POST /api/v1/auth/token/, per client IP.
+        "auth_token": env.str("THROTTLE_AUTH_TOKEN", default="20/minute"),
     },
 }
 

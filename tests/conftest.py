@@ -16,6 +16,10 @@ from django.conf import settings
 
 STRICT = os.environ.get("UPLOADS_TEST_STRICT") == "1"
 
+# Provider fixtures: s3_storage, moto_server, s3_server_storage, cloudinary_standin,
+# memory_storage, use_provider.
+pytest_plugins = ["tests.fixtures.providers"]
+
 
 def skip_or_fail(reason: str) -> None:
     """Skip on a developer machine that lacks a service; fail under UPLOADS_TEST_STRICT=1."""

@@ -103,7 +103,7 @@ class ProbeResult:
     error: str | None = None
 
 
-class ConfirmationRejected(Exception):  # noqa: N818 - a verdict, not a crash
+class ConfirmationRejected(Exception):
     """A client's confirmation payload (e.g. a Cloudinary upload response) does not verify."""
 
     def __init__(self, reason: str) -> None:

@@ -1,0 +1,172 @@
+"""Admin for the `AppConfig` singleton: switch the storage provider safely at runtime.
+
+Switching is refused (form error listing the missing variables) when the target provider is not
+configured. Saving clears the shared AppConfig cache (the model does it), so every process picks the
+new provider on its next request; the change is logged with the user who made it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+from backend.core.models import AppConfig
+from backend.storage.config_service import CloudStorageConfigService, ProviderStatus
+from backend.storage.switching import log_provider_change
+
+# RFC 6838 type/subtype (lower-cased); parameters such as "; charset=" are not allowed here.
+_MIME_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+class AppConfigForm(forms.ModelForm):
+    class Meta:
+        model = AppConfig
+        fields = [
+            "provider",
+            "max_upload_size",
+            "allowed_content_types",
+            "presign_expiry_seconds",
+            "max_pending_uploads_per_user",
+            "max_bytes_per_user_per_day",
+        ]
+
+    def clean_provider(self) -> str:
+        provider = str(self.cleaned_data["provider"])
+        unchanged = self.instance.pk is not None and self.instance.provider == provider
+        # Editing limits while the current provider is broken stays possible; switching
+        # *to* a provider that cannot work is what we refuse.
+        if not unchanged:
+            problems = CloudStorageConfigService.problems(provider)
+            if problems:
+                raise forms.ValidationError(
+                    [f"Cannot switch to {provider}: its configuration is incomplete."] + problems,
+                    code="provider_not_configured",
+                )
+        return provider
+
+    def clean_allowed_content_types(self) -> list[str]:
+        value = self.cleaned_data.get("allowed_content_types")
+        if not isinstance(value, list) or not value:
+            raise forms.ValidationError(
+                'Enter a non-empty JSON list of MIME types, e.g. ["image/png", "application/pdf"].'
+            )
+        cleaned: list[str] = []
+        bad: list[str] = []
+        for item in value:
+            text = item.strip().lower() if isinstance(item, str) else ""
+            if _MIME_RE.match(text):
+                if text not in cleaned:
+                    cleaned.append(text)
+            else:
+                bad.append(repr(item))
+        if bad:
+            raise forms.ValidationError(
+                f"Not a type/subtype MIME type: {', '.join(bad)}. Use e.g. image/jpeg."
+            )
+        return cleaned
+
+
+def _render_status(status: ProviderStatus) -> SafeString:
+    if status.configured:
+        state = mark_safe('<strong style="color:#2e7d32">configured</strong>')
+    else:
+        state = mark_safe('<strong style="color:#c62828">not configured</strong>')
+    probe = mark_safe("")
+    if status.probe is not None:
+        if status.probe.ok:
+            probe = format_html(" &middot; live check ok ({} ms)", f"{status.probe.latency_ms:.0f}")
+        else:
+            probe = format_html(" &middot; live check FAILED: {}", status.probe.error or "")
+    items = format_html_join("", "<li>{}</li>", ((p,) for p in status.problems + status.notes))
+    return format_html(
+        "<p><strong>{}</strong>: {}{}</p><ul>{}</ul>", status.provider, state, probe, items
+    )
+
+
+@admin.register(AppConfig)
+class AppConfigAdmin(admin.ModelAdmin):
+    form = AppConfigForm
+    readonly_fields = ("provider_status", "updated_at", "updated_by")
+    fieldsets = (
+        ("Storage provider", {"fields": ("provider", "provider_status")}),
+        (
+            "Upload policy",
+            {
+                "fields": (
+                    "max_upload_size",
+                    "allowed_content_types",
+                    "presign_expiry_seconds",
+                    "max_pending_uploads_per_user",
+                    "max_bytes_per_user_per_day",
+                )
+            },
+        ),
+        ("History", {"fields": ("updated_at", "updated_by")}),
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not AppConfig.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # One row only: go straight to it.
+        row = AppConfig.load()
+        return HttpResponseRedirect(reverse("admin:core_appconfig_change", args=[row.pk]))
+
+    def get_urls(self) -> list[URLPattern]:
+        custom = [
+            path(
+                "live-check/",
+                self.admin_site.admin_view(self.live_check_view),
+                name="core_appconfig_live_check",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def live_check_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponseRedirect(reverse("admin:index"))
+        for status in CloudStorageConfigService.status_report(live=True):
+            level = messages.SUCCESS if status.usable else messages.ERROR
+            if not status.configured:
+                text = f"{status.provider}: not configured ({'; '.join(status.problems)})"
+            elif status.probe is not None and status.probe.ok:
+                text = f"{status.provider}: live check ok ({status.probe.latency_ms:.0f} ms)"
+            else:
+                error = status.probe.error if status.probe else "no probe"
+                text = f"{status.provider}: live check failed: {error}"
+            self.message_user(request, text, level)
+        row = AppConfig.load()
+        return HttpResponseRedirect(reverse("admin:core_appconfig_change", args=[row.pk]))
+
+    @admin.display(description="Provider status")
+    def provider_status(self, obj: AppConfig) -> SafeString:
+        report = CloudStorageConfigService.status_report(live=False)
+        body = format_html_join("", "{}", ((_render_status(s),) for s in report))
+        return format_html(
+            '{}<p><a class="button" href="{}">Run live check</a></p>',
+            body,
+            reverse("admin:core_appconfig_live_check"),
+        )
+
+    def save_model(self, request: HttpRequest, obj: AppConfig, form: Any, change: bool) -> None:
+        previous = (
+            AppConfig.objects.filter(pk=obj.pk).values_list("provider", flat=True).first()
+            if obj.pk
+            else None
+        )
+        obj.updated_by = request.user if request.user.is_authenticated else None  # type: ignore[assignment]
+        super().save_model(request, obj, form, change)  # AppConfig.save clears the cache
+        if previous != obj.provider:
+            log_provider_change(previous, obj.provider, request.user.get_username())

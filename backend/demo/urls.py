@@ -1,0 +1,12 @@
+from django.urls import path
+
+from backend.demo import views
+
+app_name = "demo"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("demo/uploads/", views.uploads_fragment, name="uploads"),
+    path("login/", views.DemoLoginView.as_view(), name="login"),
+    path("logout/", views.DemoLogoutView.as_view(), name="logout"),
+]

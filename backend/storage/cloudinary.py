@@ -1,0 +1,375 @@
+"""`CloudinaryService`: Cloudinary through the official SDK (pycloudinary).
+
+Credentials are passed explicitly to every SDK call instead of mutating the global
+`cloudinary.config()`, so two configurations (tests, a runtime switch) never leak into each other.
+Per-upload checks read the original through its delivery URL (CDN: HEAD for size/type, ranged GET
+for the first bytes); the Admin API is rate-limited (500 calls/hour on free plans) and only used
+for listing, batch deletes and the probe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import cloudinary.api
+import cloudinary.exceptions
+import cloudinary.utils
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+
+from backend.core.errors import ProviderUnavailable
+from backend.storage.base import (
+    CloudStorageService,
+    ConfirmationRejected,
+    DeleteResult,
+    ListedObject,
+    ObjectPage,
+    ObjectRef,
+    ProbeResult,
+    StoredObject,
+    UploadInstructions,
+)
+from backend.storage.provider_settings import CLOUDINARY_DELIVERY_BASE, CloudinarySettings
+
+logger = logging.getLogger(__name__)
+
+RESOURCE_TYPES: tuple[str, ...] = ("image", "video", "raw")
+# Cloudinary accepts signed upload parameters for one hour after their timestamp.
+SIGNED_PARAMS_LIFETIME = 3600
+# (connect, read) seconds for delivery reads and Admin API calls.
+HTTP_TIMEOUT = (3.05, 15)
+_HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+
+# One pooled session per process for delivery-URL reads (HEAD / ranged GET).
+_session = requests.Session()
+_session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+_session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=32))
+
+
+def resource_type_for(content_type: str) -> str:
+    """Cloudinary's resource type for a MIME type (audio is stored as "video")."""
+    major = content_type.split("/", 1)[0].strip().lower()
+    if major == "image":
+        return "image"
+    if major in ("video", "audio"):
+        return "video"
+    return "raw"
+
+
+def content_type_hint(resource_type: str, fmt: str | None) -> str:
+    """A MIME type good enough to map a listed asset back to its resource type."""
+    if resource_type == "image":
+        return f"image/{fmt or '*'}"
+    if resource_type == "video":
+        return f"video/{fmt or '*'}"
+    return "application/octet-stream"
+
+
+def _encode_token(resource_type: str, cursor: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([resource_type, cursor]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str]:
+    try:
+        resource_type, cursor = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise ValueError("malformed Cloudinary page token") from exc
+    if resource_type not in RESOURCE_TYPES:
+        raise ValueError("malformed Cloudinary page token")
+    return str(resource_type), str(cursor)
+
+
+class CloudinaryService(CloudStorageService):
+    name = "cloudinary"
+    delete_batch_size = 100
+
+    def __init__(self, cfg: CloudinarySettings) -> None:
+        self.cfg = cfg
+
+    # --- plumbing --------------------------------------------------------------------------
+    @property
+    def _api_options(self) -> dict[str, Any]:
+        return {
+            "cloud_name": self.cfg.cloud_name,
+            "api_key": self.cfg.api_key,
+            "api_secret": self.cfg.api_secret,
+            "upload_prefix": self.cfg.api_base,
+            "timeout": HTTP_TIMEOUT[1],
+        }
+
+    @contextmanager
+    def _calling(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except cloudinary.exceptions.RateLimited as exc:
+            logger.warning("Cloudinary %s rate-limited: %s", operation, exc)
+            raise ProviderUnavailable(
+                f"Cloudinary {operation} was rate-limited.",
+                details={"provider": self.name, "operation": operation},
+                retry_after=60,
+            ) from exc
+        except (cloudinary.exceptions.Error, requests.RequestException) as exc:
+            logger.warning("Cloudinary %s failed: %s", operation, exc)
+            raise ProviderUnavailable(
+                f"Cloudinary {operation} failed ({type(exc).__name__}).",
+                details={"provider": self.name, "operation": operation},
+            ) from exc
+
+    def sign(self, params: Mapping[str, Any], *, signature_version: int = 2) -> str:
+        return str(
+            cloudinary.utils.api_sign_request(
+                dict(params),
+                self.cfg.api_secret,
+                self.cfg.signature_algorithm,
+                signature_version=signature_version,
+            )
+        )
+
+    def delivery_url(self, ref: ObjectRef, *, signed: bool = False) -> str:
+        """URL of the stored original (no transformation), on the configured delivery base."""
+        url, _ = cloudinary.utils.cloudinary_url(
+            ref.key,
+            resource_type=resource_type_for(ref.content_type),
+            type="upload",
+            version=ref.version,
+            secure=True,
+            sign_url=signed,
+            cloud_name=self.cfg.cloud_name,
+            api_key=self.cfg.api_key,
+            api_secret=self.cfg.api_secret,
+            private_cdn=False,
+            cname=None,
+            secure_distribution=None,
+        )
+        url = str(url)
+        if self.cfg.delivery_prefix and url.startswith(CLOUDINARY_DELIVERY_BASE):
+            url = self.cfg.delivery_prefix + url[len(CLOUDINARY_DELIVERY_BASE) :]
+        return url
+
+    def _cdn_request(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
+        with self._calling(f"delivery {method}"):
+            response = _session.request(
+                method, url, headers=headers, timeout=HTTP_TIMEOUT, stream=True
+            )
+        if response.status_code >= 500 or response.status_code in (401, 403, 420, 429):
+            response.close()
+            raise ProviderUnavailable(
+                f"Cloudinary delivery {method} answered {response.status_code}.",
+                details={"provider": self.name, "operation": f"delivery {method}"},
+            )
+        return response
+
+    # --- uploads ---------------------------------------------------------------------------
+    def presign_upload(
+        self,
+        ref: ObjectRef,
+        *,
+        size: int,
+        max_size: int,
+        expires_in: int,
+        notification_url: str | None = None,
+    ) -> UploadInstructions:
+        # Cloudinary cannot cap the size in signed parameters: confirm checks the stored size.
+        timestamp = int(time.time())
+        # Exactly what the client sends, minus file/cloud_name/resource_type/api_key (the
+        # SDK's uploader leaves those out of the signature too). public_id carries the full
+        # path, so no `folder` is sent.
+        params: dict[str, str] = {"timestamp": str(timestamp), "public_id": ref.key}
+        if notification_url:
+            params["notification_url"] = notification_url
+        fields = {**params, "api_key": self.cfg.api_key, "signature": self.sign(params)}
+        lifetime = max(1, min(int(expires_in), SIGNED_PARAMS_LIFETIME))
+        return UploadInstructions(
+            method="POST",
+            url=(
+                f"{self.cfg.api_base}/v1_1/{self.cfg.cloud_name}/"
+                f"{resource_type_for(ref.content_type)}/upload"
+            ),
+            fields=fields,
+            headers={},
+            expires_at=datetime.fromtimestamp(timestamp + lifetime, tz=UTC),
+        )
+
+    def verify_confirmation(self, ref: ObjectRef, payload: Mapping[str, Any]) -> ObjectRef:
+        """Check the upload response a client relays: signature over public_id + version."""
+        public_id = payload.get("public_id")
+        version = payload.get("version")
+        signature = payload.get("signature")
+        if not isinstance(public_id, str) or public_id != ref.key:
+            raise ConfirmationRejected("public_id does not match the upload's key")
+        if isinstance(version, bool) or not isinstance(version, int | str):
+            raise ConfirmationRejected("version is missing")
+        if not str(version).isdigit():
+            raise ConfirmationRejected("version is malformed")
+        if not isinstance(signature, str) or not signature:
+            raise ConfirmationRejected("signature is missing")
+        # Same string as the SDK's verify_api_response_signature (v1 signing), compared in
+        # constant time with our own secret and algorithm.
+        expected = self.sign({"public_id": public_id, "version": str(version)}, signature_version=1)
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+            raise ConfirmationRejected("upload response signature does not verify")
+        return ObjectRef(key=ref.key, content_type=ref.content_type, version=str(version))
+
+    def verify_notification(
+        self, body: bytes, timestamp: str, signature: str, *, now: int | None = None
+    ) -> bool:
+        """X-Cld-Signature check: hex SHA(raw body + X-Cld-Timestamp + api_secret)."""
+        try:
+            sent_at = int(timestamp)
+        except (TypeError, ValueError):
+            return False
+        current = int(time.time()) if now is None else int(now)
+        # Bounded on both sides: an old notification is a replay, a future one is forged.
+        if abs(current - sent_at) > settings.WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS:
+            return False
+        digest = _HASHES.get(self.cfg.signature_algorithm, hashlib.sha1)(
+            bytes(body) + str(timestamp).encode() + self.cfg.api_secret.encode()
+        ).hexdigest()
+        return hmac.compare_digest(digest.encode(), (signature or "").encode("utf-8", "replace"))
+
+    # --- reads -----------------------------------------------------------------------------
+    def inspect(self, ref: ObjectRef) -> StoredObject:
+        # The version in the URL names this upload exactly, so no CDN copy of an earlier
+        # answer (a cached 404 before the upload landed) can be served for it.
+        url = self.delivery_url(ref)
+        response = self._cdn_request("HEAD", url, {})
+        response.close()
+        if response.status_code == 404:
+            return StoredObject(key=ref.key, exists=False)
+        if response.status_code >= 400:
+            raise ProviderUnavailable(
+                f"Cloudinary delivery HEAD answered {response.status_code}.",
+                details={"provider": self.name, "operation": "delivery HEAD"},
+            )
+        length = response.headers.get("Content-Length")
+        content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        return StoredObject(
+            key=ref.key,
+            exists=True,
+            size=int(length) if length and length.isdigit() else None,
+            content_type=content_type or None,
+            etag=response.headers.get("ETag", "").strip('"') or None,
+            version=ref.version,
+            url=url,
+            extra={"resource_type": resource_type_for(ref.content_type)},
+        )
+
+    def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
+        if length <= 0:
+            return b""
+        response = self._cdn_request(
+            "GET", self.delivery_url(ref), {"Range": f"bytes=0-{length - 1}"}
+        )
+        try:
+            if response.status_code == 404:
+                return None
+            if response.status_code == 416:  # empty object
+                return b""
+            if response.status_code >= 400:
+                raise ProviderUnavailable(
+                    f"Cloudinary delivery GET answered {response.status_code}.",
+                    details={"provider": self.name, "operation": "delivery GET"},
+                )
+            with self._calling("delivery GET"):
+                # A server that ignores Range sends everything: read no more than asked.
+                data = response.raw.read(length, decode_content=True)
+            return bytes(data[:length])
+        finally:
+            response.close()
+
+    # --- deletes ---------------------------------------------------------------------------
+    def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
+        unique = list({ref.key: ref for ref in refs}.values())
+        if len(unique) > self.delete_batch_size:
+            raise ValueError(
+                f"Cloudinary delete_resources takes at most {self.delete_batch_size} public_ids, "
+                f"got {len(unique)}"
+            )
+        by_type: dict[str, list[str]] = {}
+        for ref in unique:
+            by_type.setdefault(resource_type_for(ref.content_type), []).append(ref.key)
+        deleted: list[str] = []
+        failed: dict[str, str] = {}
+        for resource_type, public_ids in by_type.items():
+            with self._calling("delete_many (delete_resources)"):
+                answer = cloudinary.api.delete_resources(
+                    public_ids, resource_type=resource_type, type="upload", **self._api_options
+                )
+            outcome = answer.get("deleted") or {}
+            for public_id in public_ids:
+                status = outcome.get(public_id)
+                if status in ("deleted", "not_found"):
+                    deleted.append(public_id)
+                else:
+                    failed[public_id] = str(status or "no answer for this public_id")
+        return DeleteResult(deleted=deleted, failed=failed)
+
+    # --- listing ---------------------------------------------------------------------------
+    def list_objects(
+        self, prefix: str, *, page_token: str | None = None, page_size: int = 1000
+    ) -> ObjectPage:
+        resource_type, cursor = _decode_token(page_token) if page_token else ("image", "")
+        options: dict[str, Any] = {
+            "resource_type": resource_type,
+            "type": "upload",
+            "prefix": prefix,
+            "max_results": max(1, min(page_size, 500)),
+        }
+        if cursor:
+            options["next_cursor"] = cursor
+        with self._calling("list_objects (resources)"):
+            answer = cloudinary.api.resources(**options, **self._api_options)
+        objects = []
+        for item in answer.get("resources") or []:
+            created = str(item.get("created_at") or "")
+            objects.append(
+                ListedObject(
+                    ref=ObjectRef(
+                        key=str(item["public_id"]),
+                        content_type=content_type_hint(resource_type, item.get("format")),
+                        version=str(item["version"]) if item.get("version") else None,
+                    ),
+                    size=int(item.get("bytes") or 0),
+                    last_modified=(
+                        datetime.fromisoformat(created) if created else datetime.now(UTC)
+                    ),
+                )
+            )
+        next_token: str | None = None
+        if answer.get("next_cursor"):
+            next_token = _encode_token(resource_type, str(answer["next_cursor"]))
+        else:
+            position = RESOURCE_TYPES.index(resource_type)
+            if position + 1 < len(RESOURCE_TYPES):
+                next_token = _encode_token(RESOURCE_TYPES[position + 1], "")
+        return ObjectPage(objects=objects, next_token=next_token)
+
+    def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
+        # A signed delivery URL (type upload) does not expire by itself; time-limited URLs
+        # need Cloudinary's token-based authentication (a premium feature).
+        return self.delivery_url(ref, signed=True)
+
+    def probe(self) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            cloudinary.api.ping(**self._api_options)
+        except Exception as exc:  # the probe reports every failure, it never raises
+            return ProbeResult(
+                provider=self.name,
+                ok=False,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=f"ping failed: {type(exc).__name__}: {exc}",
+            )
+        return ProbeResult(
+            provider=self.name, ok=True, latency_ms=(time.perf_counter() - started) * 1000
+        )

@@ -1,0 +1,145 @@
+"""`CloudStorageFactory`: the only place that chooses a storage provider.
+
+- `active()`: the provider new uploads go to (AppConfig.provider), with a safe fallback to the
+  other provider when the chosen one is not configured, and `StorageUnavailable` (503) when none is.
+- `for_upload(row)` / `for_provider(name)`: the provider recorded on a row, whatever is active now.
+
+Service instances are cached per process, keyed by the settings they were built from, so the warm
+path is a cache read of the AppConfig snapshot (no query) and a dict lookup (no new boto3 client).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from backend.core.config import get_app_config
+from backend.core.errors import StorageUnavailable
+from backend.storage.base import CloudStorageService
+from backend.storage.config_service import PROVIDERS, CloudStorageConfigService
+from backend.storage.provider_settings import CloudinarySettings, S3Settings
+
+logger = logging.getLogger(__name__)
+
+# A misconfigured provider is logged once a minute per process, not once per request.
+_FALLBACK_WARNING_INTERVAL = 60.0
+
+
+class CloudStorageFactory:
+    _lock = threading.Lock()
+    _services: dict[tuple[str, Hashable], CloudStorageService] = {}
+    _installed: dict[str, CloudStorageService] = {}
+    _warned_at: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def active(cls) -> CloudStorageService:
+        chosen = get_app_config().provider
+        if cls._is_usable(chosen):
+            return cls.for_provider(chosen)
+        problems = CloudStorageConfigService.problems(chosen)
+        for other in PROVIDERS:
+            if other != chosen and cls._is_usable(other):
+                cls._warn_fallback(chosen, other, problems)
+                return cls.for_provider(other)
+        summary = "; ".join(
+            f"{name}: {', '.join(CloudStorageConfigService.missing(name)) or 'invalid settings'}"
+            for name in PROVIDERS
+        )
+        raise StorageUnavailable(
+            f"No storage provider is configured ({summary}). "
+            "An administrator must set the provider's environment variables.",
+            details={
+                "active_provider": chosen,
+                "missing": {name: CloudStorageConfigService.missing(name) for name in PROVIDERS},
+            },
+        )
+
+    @classmethod
+    def for_provider(cls, name: str) -> CloudStorageService:
+        installed = cls._installed.get(name)
+        if installed is not None:
+            return installed
+        if name not in PROVIDERS:
+            raise StorageUnavailable(
+                f"Unknown storage provider {name!r}.", details={"provider": name}
+            )
+        cfg = cls._settings_for(name)
+        service = cls._services.get((name, cfg))
+        if service is not None:
+            return service
+        problems = CloudStorageConfigService.problems(name)
+        if problems:
+            raise StorageUnavailable(
+                f"Storage provider {name!r} is not configured: {'; '.join(problems)}",
+                details={"provider": name, "missing": CloudStorageConfigService.missing(name)},
+            )
+        with cls._lock:
+            service = cls._services.get((name, cfg))
+            if service is None:
+                service = cls._build(name, cfg)
+                cls._services[(name, cfg)] = service
+            return service
+
+    @classmethod
+    def for_upload(cls, row: Any) -> CloudStorageService:
+        """The service recorded on a `MediaUpload` row (not necessarily the active one)."""
+        return cls.for_provider(str(row.provider))
+
+    @classmethod
+    def configured(cls) -> list[str]:
+        return [name for name in PROVIDERS if cls._is_usable(name)]
+
+    @classmethod
+    def reset(cls) -> None:
+        """Drop cached services and clients (call after override_settings in tests)."""
+        from backend.storage import s3
+
+        with cls._lock:
+            cls._services.clear()
+            cls._installed.clear()
+            cls._warned_at.clear()
+        s3.drop_clients()
+
+    @classmethod
+    def install(cls, service: CloudStorageService) -> None:
+        """Serve `service` for its provider name until `reset()` (tests: the in-memory fake)."""
+        with cls._lock:
+            cls._installed[service.name] = service
+
+    # --- internals -------------------------------------------------------------------------
+    @classmethod
+    def _is_usable(cls, name: str) -> bool:
+        return name in cls._installed or CloudStorageConfigService.is_configured(name)
+
+    @staticmethod
+    def _settings_for(name: str) -> Hashable:
+        if name == "s3":
+            return S3Settings.from_django()
+        return CloudinarySettings.from_django()
+
+    @staticmethod
+    def _build(name: str, cfg: Any) -> CloudStorageService:
+        if name == "s3":
+            from backend.storage.s3 import S3Service
+
+            return S3Service(cfg)
+        from backend.storage.cloudinary import CloudinaryService
+
+        return CloudinaryService(cfg)
+
+    @classmethod
+    def _warn_fallback(cls, chosen: str, other: str, problems: list[str]) -> None:
+        now = time.monotonic()
+        last = cls._warned_at.get((chosen, other))
+        if last is not None and now - last < _FALLBACK_WARNING_INTERVAL:
+            return
+        cls._warned_at[(chosen, other)] = now
+        logger.warning(
+            "Storage provider %r is selected but not configured (%s); falling back to %r.",
+            chosen,
+            "; ".join(problems),
+            other,
+        )

@@ -1,0 +1,323 @@
+"""`S3Service`: Amazon S3 (or any S3-compatible store: MinIO, R2, moto) through boto3.
+
+One boto3 client per process and per settings (built lazily, then reused): a new Session +
+client costs ~65 ms, signing with a cached client ~0.15 ms. boto3 clients are thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
+
+from backend.core.errors import ProviderUnavailable
+from backend.storage.base import (
+    CloudStorageService,
+    DeleteResult,
+    ListedObject,
+    ObjectPage,
+    ObjectRef,
+    ProbeResult,
+    StoredObject,
+    UploadInstructions,
+)
+from backend.storage.provider_settings import S3Settings
+
+logger = logging.getLogger(__name__)
+
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+_THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "503"})
+# Presigned GET URLs signed with SigV4 are valid for at most 7 days.
+_MAX_URL_EXPIRY = 7 * 24 * 3600
+
+_client_lock = threading.Lock()
+_clients: dict[S3Settings, Any] = {}
+#: How many boto3 clients this process has built (tests assert the warm path builds none).
+clients_built = 0
+
+
+def get_client(cfg: S3Settings) -> Any:
+    """The process-wide boto3 S3 client for these settings (built on first use)."""
+    client = _clients.get(cfg)
+    if client is not None:
+        return client
+    with _client_lock:
+        client = _clients.get(cfg)
+        if client is None:
+            client = _build_client(cfg)
+            _clients[cfg] = client
+        return client
+
+
+def drop_clients() -> None:
+    """Forget cached clients (tests, after the settings they were built from changed)."""
+    with _client_lock:
+        _clients.clear()
+
+
+def _build_client(cfg: S3Settings) -> Any:
+    global clients_built
+    config = Config(
+        # Without this boto3 presigns POSTs with SigV2 fields, which new regions refuse.
+        signature_version="s3v4",
+        connect_timeout=5,
+        read_timeout=15,
+        retries={"max_attempts": 3, "mode": "standard"},
+        # Emulators and MinIO on a bare host:port cannot serve virtual-hosted bucket names.
+        s3={"addressing_style": "path" if cfg.endpoint_url else "auto"},
+    )
+    kwargs: dict[str, Any] = {"config": config}
+    if cfg.region:
+        kwargs["region_name"] = cfg.region
+    if cfg.endpoint_url:
+        kwargs["endpoint_url"] = cfg.endpoint_url
+    if cfg.access_key_id and cfg.secret_access_key:
+        kwargs["aws_access_key_id"] = cfg.access_key_id
+        kwargs["aws_secret_access_key"] = cfg.secret_access_key
+        if cfg.session_token:
+            kwargs["aws_session_token"] = cfg.session_token
+    # Otherwise boto3's default credential chain (instance role, env, profile) applies.
+    clients_built += 1
+    return boto3.session.Session().client("s3", **kwargs)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"{err.get('Code') or status}: {err.get('Message') or 'no message'}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class S3Service(CloudStorageService):
+    name = "s3"
+    delete_batch_size = 1000
+
+    def __init__(self, cfg: S3Settings) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+
+    @property
+    def client(self) -> Any:
+        return get_client(self.cfg)
+
+    @contextmanager
+    def _calling(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as exc:
+            code = _error_code(exc)
+            retry_after = 5 if code in _THROTTLE_CODES else 30
+            logger.warning("S3 %s failed on bucket %s: %s", operation, self.bucket, _describe(exc))
+            raise ProviderUnavailable(
+                f"S3 {operation} failed ({_describe(exc)}).",
+                details={"provider": self.name, "operation": operation, "code": code},
+                retry_after=retry_after,
+            ) from exc
+        except BotoCoreError as exc:
+            logger.warning("S3 %s failed on bucket %s: %s", operation, self.bucket, _describe(exc))
+            raise ProviderUnavailable(
+                f"S3 {operation} failed ({type(exc).__name__}).",
+                details={"provider": self.name, "operation": operation},
+            ) from exc
+
+    def object_url(self, key: str) -> str:
+        """The canonical (unsigned) URL of an object; private objects need `download_url`."""
+        path = quote(key, safe="/~")
+        if self.cfg.endpoint_url:
+            return f"{self.cfg.endpoint_url}/{self.bucket}/{path}"
+        region = self.cfg.region or "us-east-1"
+        return f"https://{self.bucket}.s3.{region}.amazonaws.com/{path}"
+
+    # --- uploads ---------------------------------------------------------------------------
+    def presign_upload(
+        self,
+        ref: ObjectRef,
+        *,
+        size: int,
+        max_size: int,
+        expires_in: int,
+        notification_url: str | None = None,
+    ) -> UploadInstructions:
+        # S3 notifies through bucket event configuration (SNS), not per upload:
+        # notification_url is ignored here.
+        expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
+        upper = max(1, min(int(size), int(max_size)))
+        fields: dict[str, str] = {"Content-Type": ref.content_type}
+        # generate_presigned_post adds {"bucket": ...} and {"key": <exact key>} itself.
+        conditions: list[Any] = [
+            {"Content-Type": ref.content_type},
+            # The policy refuses anything bigger than declared; confirm re-checks the size.
+            ["content-length-range", 1, upper],
+        ]
+        if self.cfg.upload_acl:
+            fields["acl"] = self.cfg.upload_acl
+            conditions.append({"acl": self.cfg.upload_acl})
+        expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+        with self._calling("presign_upload"):
+            post = self.client.generate_presigned_post(
+                Bucket=self.bucket,
+                Key=ref.key,
+                Fields=fields,
+                Conditions=conditions,
+                ExpiresIn=expiry,
+            )
+        return UploadInstructions(
+            method="POST",
+            url=post["url"],
+            fields={str(k): str(v) for k, v in post["fields"].items()},
+            headers={},
+            expires_at=expires_at,
+        )
+
+    # --- reads -----------------------------------------------------------------------------
+    def inspect(self, ref: ObjectRef) -> StoredObject:
+        with self._calling("inspect (HeadObject)"):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=ref.key)
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND_CODES:
+                    return StoredObject(key=ref.key, exists=False)
+                raise
+        etag = str(head.get("ETag", "")).strip('"') or None
+        return StoredObject(
+            key=ref.key,
+            exists=True,
+            size=int(head.get("ContentLength", 0)),
+            content_type=head.get("ContentType"),
+            etag=etag,
+            version=head.get("VersionId"),
+            url=self.object_url(ref.key),
+            last_modified=head.get("LastModified"),
+            extra={"bucket": self.bucket},
+        )
+
+    def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
+        if length <= 0:
+            return b""
+        with self._calling("read_head (GetObject)"):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=ref.key, Range=f"bytes=0-{length - 1}"
+                )
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in _NOT_FOUND_CODES:
+                    return None
+                if code == "InvalidRange":  # an empty object has no byte 0
+                    return b""
+                raise
+            body = response["Body"]
+            try:
+                return bytes(body.read(length))
+            finally:
+                body.close()
+
+    # --- deletes ---------------------------------------------------------------------------
+    def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
+        keys = list(dict.fromkeys(ref.key for ref in refs))
+        if len(keys) > self.delete_batch_size:
+            # Real S3 refuses more than 1000 keys per DeleteObjects (moto does not): split first.
+            raise ValueError(
+                f"S3 DeleteObjects takes at most {self.delete_batch_size} keys, got {len(keys)}"
+            )
+        if not keys:
+            return DeleteResult(deleted=[])
+        with self._calling("delete_many (DeleteObjects)"):
+            response = self.client.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+            )
+        # Quiet mode lists only failures; S3 reports a missing key as deleted.
+        failed = {
+            str(err.get("Key")): f"{err.get('Code')}: {err.get('Message')}"
+            for err in response.get("Errors", [])
+        }
+        return DeleteResult(deleted=[k for k in keys if k not in failed], failed=failed)
+
+    # --- listing ---------------------------------------------------------------------------
+    def list_objects(
+        self, prefix: str, *, page_token: str | None = None, page_size: int = 1000
+    ) -> ObjectPage:
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "MaxKeys": max(1, min(page_size, 1000)),
+        }
+        if page_token:
+            kwargs["ContinuationToken"] = page_token
+        with self._calling("list_objects (ListObjectsV2)"):
+            response = self.client.list_objects_v2(**kwargs)
+        objects = [
+            ListedObject(
+                ref=ObjectRef(key=item["Key"]),
+                size=int(item.get("Size", 0)),
+                last_modified=item["LastModified"],
+            )
+            for item in response.get("Contents", [])
+        ]
+        token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
+        return ObjectPage(objects=objects, next_token=token)
+
+    def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
+        with self._calling("download_url"):
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self.bucket, "Key": ref.key},
+                    ExpiresIn=max(1, min(int(expires_in), _MAX_URL_EXPIRY)),
+                )
+            )
+
+    def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
+        aborted = 0
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        while True:
+            with self._calling("abort_stale_multipart_uploads (ListMultipartUploads)"):
+                response = self.client.list_multipart_uploads(**kwargs)
+            for upload in response.get("Uploads", []):
+                if upload["Initiated"] >= older_than:
+                    continue
+                with self._calling("abort_stale_multipart_uploads (AbortMultipartUpload)"):
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if _error_code(exc) != "NoSuchUpload":  # already gone: fine
+                            raise
+                        continue
+                aborted += 1
+            if not response.get("IsTruncated"):
+                return aborted
+            kwargs["KeyMarker"] = response.get("NextKeyMarker", "")
+            kwargs["UploadIdMarker"] = response.get("NextUploadIdMarker", "")
+
+    def probe(self) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            return ProbeResult(
+                provider=self.name,
+                ok=False,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=f"head_bucket on {self.bucket!r} failed: {_describe(exc)}",
+            )
+        return ProbeResult(
+            provider=self.name, ok=True, latency_ms=(time.perf_counter() - started) * 1000
+        )

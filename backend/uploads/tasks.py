@@ -1,0 +1,164 @@
+"""Dramatiq actors for uploads: thin edges over `backend.uploads.cleanup` and the upload service.
+
+Actors take ids (strings) only, are idempotent (running one twice is harmless), and have explicit
+retries and time limits. Callers enqueue them with `transaction.on_commit(...)` so a job never sees
+a row its transaction rolled back, and never runs for one.
+
+Importing this module also registers the periodic jobs with dramatiq-crontab (schedules come from
+`settings.UPLOAD_SCHEDULES`; an empty string disables one). Keep imports here cheap and safe:
+an ImportError in this module is swallowed by task autodiscovery, and the jobs would then silently
+never be scheduled (tests/uploads/test_tasks_schedule.py guards against that).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any
+
+import dramatiq
+from django.conf import settings
+from django.db import DatabaseError
+from dramatiq_crontab import cron
+
+from backend.core.errors import NotFound, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+QUEUE = "default"
+# Provider outages are usually short; 8 retries with exponential backoff from 10 s (capped at
+# 30 min) spread attempts over roughly two hours before a message goes to the dead-letter queue.
+DELETE_MAX_RETRIES = 8
+CLEANUP_MAX_RETRIES = 3
+
+
+def _retry_transient(max_retries: int) -> Any:
+    """Retry only what can heal by itself (provider/storage outage, DB hiccup), up to a bound.
+
+    Anything else (a bug, a row in an unexpected state) fails at once instead of being hammered
+    20 times, Dramatiq's default."""
+
+    def retry_when(retries: int, exc: BaseException) -> bool:
+        return retries < max_retries and isinstance(exc, ServiceUnavailable | DatabaseError)
+
+    return retry_when
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    max_retries=DELETE_MAX_RETRIES,
+    retry_when=_retry_transient(DELETE_MAX_RETRIES),
+    min_backoff=10_000,
+    max_backoff=30 * 60_000,
+    time_limit=120_000,
+)
+def delete_upload(upload_id: str) -> None:
+    """Delete one upload's object at the provider recorded on its row and mark it `deleted`."""
+    from backend.uploads import services
+    from backend.uploads.models import MediaUpload
+
+    try:
+        services.delete_at_provider(upload_id)
+    except (MediaUpload.DoesNotExist, NotFound):
+        # The row is gone (owner deleted, cascade): nothing left to do.
+        logger.info("delete_upload: upload %s no longer exists", upload_id)
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    max_retries=CLEANUP_MAX_RETRIES,
+    retry_when=_retry_transient(CLEANUP_MAX_RETRIES),
+    min_backoff=30_000,
+    max_backoff=10 * 60_000,
+    time_limit=15 * 60_000,
+)
+def expire_orphans() -> None:
+    """Delete pending uploads never confirmed (past expiry + grace) at their provider."""
+    from backend.uploads import cleanup
+
+    report = cleanup.expire_orphans()
+    logger.info("expire_orphans: %s", report.summary())
+
+
+@dramatiq.actor(
+    queue_name=QUEUE,
+    max_retries=CLEANUP_MAX_RETRIES,
+    retry_when=_retry_transient(CLEANUP_MAX_RETRIES),
+    min_backoff=60_000,
+    max_backoff=30 * 60_000,
+    time_limit=60 * 60_000,
+)
+def reconcile_provider(provider: str) -> None:
+    """Delete objects under our prefix at `provider` that no live row accounts for."""
+    from backend.uploads import cleanup
+
+    report = cleanup.reconcile(provider)
+    logger.info("reconcile_provider(%s): %s", provider, report.summary())
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=60_000)
+def reconcile_providers() -> None:
+    """Fan out one `reconcile_provider` job per configured provider (the cron entry point:
+    dramatiq-crontab sends actors without arguments)."""
+    from backend.storage.factory import CloudStorageFactory
+
+    for provider in CloudStorageFactory.configured():
+        reconcile_provider.send(provider)
+
+
+def _schedule(name: str, actor: Any) -> None:
+    schedule = settings.UPLOAD_SCHEDULES.get(name, "")
+    if schedule:
+        cron(schedule)(actor)
+
+
+_schedule("expire_orphans", expire_orphans)
+_schedule("reconcile", reconcile_providers)
+
+
+# --- Development: an in-process worker over the stub broker -----------------------------------
+
+# Commands that serve the app in development; any other command (migrate, shell, tests ...) must
+# not start background threads.
+INPROCESS_WORKER_COMMANDS = frozenset({"runserver", "runserver_plus", "demo", "rundemo"})
+_inprocess_lock = threading.Lock()
+_inprocess_worker: dramatiq.Worker | None = None
+
+
+def should_start_inprocess_worker(argv: list[str] | None = None) -> bool:
+    from dramatiq.brokers.stub import StubBroker
+
+    if not settings.DRAMATIQ_RUN_INPROCESS_WORKER:
+        return False
+    if not isinstance(dramatiq.get_broker(), StubBroker):
+        return False  # a real broker has real workers (rundramatiq)
+    argv = list(sys.argv if argv is None else argv)
+    return len(argv) > 1 and argv[1] in INPROCESS_WORKER_COMMANDS
+
+
+def start_inprocess_worker() -> dramatiq.Worker:
+    """Start (once per process) a worker thread consuming the stub broker.
+
+    Development only: settings refuse DRAMATIQ_RUN_INPROCESS_WORKER in production. Messages live
+    in this process's memory, so a restart loses queued jobs; the scheduled cleanup picks up
+    whatever was left behind."""
+    global _inprocess_worker
+    with _inprocess_lock:
+        if _inprocess_worker is None:
+            broker = dramatiq.get_broker()
+            worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=500)
+            worker.start()
+            _inprocess_worker = worker
+            # The periodic jobs too, so the demo's orphans really get cleaned up. There is no
+            # Redis lock here: one dev server process is one scheduler.
+            from dramatiq_crontab import scheduler
+
+            threading.Thread(
+                target=scheduler.start, name="dramatiq-crontab-inprocess", daemon=True
+            ).start()
+            logger.warning(
+                "Running Dramatiq jobs and their schedule in-process on the stub broker "
+                "(development only)."
+            )
+        return _inprocess_worker

@@ -1,0 +1,211 @@
+"""S3Service specifics: the POST policy we sign, batching, multipart cleanup, errors, the client."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+from django.test import override_settings
+
+from backend.core.errors import ProviderUnavailable
+from backend.storage import s3
+from backend.storage.base import ObjectRef
+from backend.storage.factory import CloudStorageFactory
+from backend.storage.provider_settings import S3Settings
+from tests.fixtures.providers import S3_SETTINGS, S3_TEST_BUCKET
+
+
+def decode_policy(fields: dict[str, str]) -> dict:
+    return json.loads(base64.b64decode(fields["policy"]))
+
+
+def conditions_by_name(policy: dict) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for condition in policy["conditions"]:
+        if isinstance(condition, dict):
+            ((name, value),) = condition.items()
+            found[name.lower()] = ("eq", value)
+        else:
+            found[
+                condition[0].lower()
+                if condition[0] != "content-length-range"
+                else "content-length-range"
+            ] = tuple(condition)
+    return found
+
+
+def test_post_policy_pins_every_condition(s3_storage) -> None:
+    ref = ObjectRef("uploads/3/abc/report.pdf", "application/pdf")
+    before = datetime.now(UTC)
+
+    instructions = s3_storage.presign_upload(ref, size=1234, max_size=10_000, expires_in=600)
+    policy = decode_policy(instructions.fields)
+    conditions = conditions_by_name(policy)
+    expiration = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+    assert instructions.method == "POST"
+    assert instructions.url == f"https://{S3_TEST_BUCKET}.s3.amazonaws.com/"
+    assert conditions["key"] == ("eq", ref.key)
+    assert conditions["bucket"] == ("eq", S3_TEST_BUCKET)
+    assert conditions["content-type"] == ("eq", "application/pdf")
+    # Upper bound is the declared size: anything bigger than announced is refused by S3.
+    assert conditions["content-length-range"] == ("content-length-range", 1, 1234)
+    assert conditions["x-amz-algorithm"] == ("eq", "AWS4-HMAC-SHA256")
+    assert "x-amz-credential" in conditions and "x-amz-date" in conditions
+    assert "acl" not in conditions and "acl" not in instructions.fields
+    assert before + timedelta(seconds=598) <= expiration <= before + timedelta(seconds=601)
+    # Every form field but the policy and signature is named by a condition (S3 rule).
+    signed = {k.lower() for k in instructions.fields} - {"policy", "x-amz-signature"}
+    assert signed <= set(conditions)
+    assert instructions.fields["key"] == ref.key
+    assert instructions.fields["Content-Type"] == "application/pdf"
+    assert S3_SETTINGS["AWS_SECRET_ACCESS_KEY"] not in json.dumps(instructions.as_dict())
+
+
+def test_policy_size_capped_by_max_and_expiry_by_setting(s3_storage, settings) -> None:
+    settings.UPLOAD_MAX_PRESIGN_EXPIRY = 900
+    ref = ObjectRef("uploads/3/abc/a.png", "image/png")
+
+    instructions = s3_storage.presign_upload(ref, size=5_000, max_size=100, expires_in=86_400)
+    policy = decode_policy(instructions.fields)
+    expiration = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+    assert conditions_by_name(policy)["content-length-range"] == ("content-length-range", 1, 100)
+    assert expiration <= datetime.now(UTC) + timedelta(seconds=901)
+    assert instructions.expires_at <= datetime.now(UTC) + timedelta(seconds=901)
+
+
+def test_acl_only_when_configured(s3_storage) -> None:
+    with override_settings(AWS_S3_UPLOAD_ACL="bucket-owner-full-control"):
+        service = CloudStorageFactory.for_provider("s3")
+        instructions = service.presign_upload(
+            ObjectRef("uploads/1/x/y.txt", "text/plain"), size=3, max_size=3, expires_in=60
+        )
+    conditions = conditions_by_name(decode_policy(instructions.fields))
+    assert instructions.fields["acl"] == "bucket-owner-full-control"
+    assert conditions["acl"] == ("eq", "bucket-owner-full-control")
+
+
+def test_presigned_post_uploads_through_a_moto_server(s3_server_storage) -> None:
+    ref = ObjectRef("uploads/4/def/hello.txt", "text/plain")
+    instructions = s3_server_storage.presign_upload(ref, size=5, max_size=100, expires_in=60)
+
+    assert instructions.url.startswith(s3_server_storage.cfg.endpoint_url)
+    answer = requests.post(
+        instructions.url,
+        data=instructions.fields,
+        files={"file": ("hello.txt", b"hello", "text/plain")},
+        timeout=5,
+    )
+
+    assert answer.status_code == 204
+    stored = s3_server_storage.inspect(ref)
+    assert (stored.exists, stored.size, stored.content_type) == (True, 5, "text/plain")
+    assert (
+        stored.url == f"{s3_server_storage.cfg.endpoint_url}/{s3_server_storage.bucket}/{ref.key}"
+    )
+
+
+def test_read_head_of_empty_object_and_range(s3_storage) -> None:
+    s3_storage.client.put_object(Bucket=S3_TEST_BUCKET, Key="uploads/e/empty", Body=b"")
+    s3_storage.client.put_object(Bucket=S3_TEST_BUCKET, Key="uploads/e/full", Body=b"0123456789")
+
+    assert s3_storage.read_head(ObjectRef("uploads/e/empty"), 4) == b""
+    assert s3_storage.read_head(ObjectRef("uploads/e/full"), 4) == b"0123"
+
+
+def test_delete_many_batches_up_to_1000(s3_storage) -> None:
+    refs = [ObjectRef(f"uploads/b/{i}") for i in range(1000)]
+    for ref in refs[:3]:
+        s3_storage.client.put_object(Bucket=S3_TEST_BUCKET, Key=ref.key, Body=b"x")
+
+    result = s3_storage.delete_many(refs)
+
+    assert len(result.deleted) == 1000 and result.failed == {}
+    assert s3_storage.list_objects("uploads/b/").objects == []
+    with pytest.raises(ValueError, match="at most 1000"):
+        s3_storage.delete_many([*refs, ObjectRef("uploads/b/one-more")])
+
+
+def test_delete_many_reports_per_key_errors(s3_storage, monkeypatch) -> None:
+    # moto never fails a key inside DeleteObjects; S3 does (AccessDenied on one key).
+    real = s3_storage.client.delete_objects
+
+    def partly_failing(**kwargs):
+        answer = real(**kwargs)
+        answer["Errors"] = [{"Key": "uploads/p/2", "Code": "AccessDenied", "Message": "no"}]
+        return answer
+
+    monkeypatch.setattr(s3_storage.client, "delete_objects", partly_failing)
+    result = s3_storage.delete_many([ObjectRef("uploads/p/1"), ObjectRef("uploads/p/2")])
+
+    assert result.deleted == ["uploads/p/1"]
+    assert result.failed == {"uploads/p/2": "AccessDenied: no"}
+
+
+def test_abort_stale_multipart_uploads(s3_storage) -> None:
+    client = s3_storage.client
+    old = client.create_multipart_upload(Bucket=S3_TEST_BUCKET, Key="uploads/m/old")
+    client.create_multipart_upload(Bucket=S3_TEST_BUCKET, Key="other/m/outside-prefix")
+
+    # moto reports a fixed "Initiated" (2010-11-10): "younger" means a cut-off before that.
+    aborted_none = s3_storage.abort_stale_multipart_uploads(
+        "uploads/", older_than=datetime(2000, 1, 1, tzinfo=UTC)
+    )
+    aborted = s3_storage.abort_stale_multipart_uploads(
+        "uploads/", older_than=datetime.now(UTC) + timedelta(minutes=1)
+    )
+
+    remaining = client.list_multipart_uploads(Bucket=S3_TEST_BUCKET).get("Uploads", [])
+    assert aborted_none == 0
+    assert aborted == 1
+    assert [u["Key"] for u in remaining] == ["other/m/outside-prefix"]
+    assert old["UploadId"] not in {u["UploadId"] for u in remaining}
+
+
+def test_download_url_is_presigned_get(s3_storage) -> None:
+    url = s3_storage.download_url(ObjectRef("uploads/d/x.txt"), expires_in=120)
+    assert "X-Amz-Signature=" in url and "X-Amz-Expires=120" in url
+    assert "uploads/d/x.txt" in url
+
+
+def test_unreachable_endpoint_is_provider_unavailable_without_secrets(settings) -> None:
+    overrides = {**S3_SETTINGS, "AWS_S3_ENDPOINT_URL": "http://127.0.0.1:9"}
+    with override_settings(**overrides):
+        CloudStorageFactory.reset()
+        service = CloudStorageFactory.for_provider("s3")
+        # One attempt only, so the test stays fast.
+        service.client.meta.config.retries["total_max_attempts"] = 1
+        with pytest.raises(ProviderUnavailable) as caught:
+            service.inspect(ObjectRef("uploads/x"))
+        probe = service.probe()
+    CloudStorageFactory.reset()
+
+    assert "S3 inspect (HeadObject) failed" in caught.value.message
+    assert caught.value.details == {"provider": "s3", "operation": "inspect (HeadObject)"}
+    assert probe.ok is False and "head_bucket" in (probe.error or "")
+    for text in (caught.value.message, probe.error or ""):
+        assert S3_SETTINGS["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def test_one_client_per_settings(s3_storage) -> None:
+    built = s3.clients_built
+    first = CloudStorageFactory.for_provider("s3").client
+    second = CloudStorageFactory.for_provider("s3").client
+
+    assert first is second is s3_storage.client
+    assert s3.clients_built == built
+    other = s3.get_client(S3Settings(bucket="b-other", region="eu-west-1", endpoint_url=""))
+    assert other is not first
+    assert s3.clients_built == built + 1
+    assert first.meta.config.signature_version == "s3v4"
+    assert first.meta.config.connect_timeout == 5
+
+
+def test_endpoint_url_is_honoured_with_path_style(s3_server_storage) -> None:
+    client = s3_server_storage.client
+    assert client.meta.endpoint_url == s3_server_storage.cfg.endpoint_url
+    assert client.meta.config.s3["addressing_style"] == "path"
