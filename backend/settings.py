@@ -171,7 +171,6 @@ CLOUDINARY_API_KEY = env.str("CLOUDINARY_API_KEY", default="")
 CLOUDINARY_API_SECRET = env.str("CLOUDINARY_API_SECRET", default="")
 # sha1 (Cloudinary's default) or sha256, as set in the Cloudinary account's security settings.
 CLOUDINARY_SIGNATURE_ALGORITHM = env.str("CLOUDINARY_SIGNATURE_ALGORITHM", default="sha1")
-CLOUDINARY_UPLOAD_FOLDER = env.str("CLOUDINARY_UPLOAD_FOLDER", default="uploads")
 # Base URL of the upload API; only changed to point at a local stand-in (demo, tests).
 CLOUDINARY_UPLOAD_PREFIX = env.str("CLOUDINARY_UPLOAD_PREFIX", default="")
 # Base URL of the delivery CDN (res.cloudinary.com); only changed for a local stand-in.

@@ -46,7 +46,7 @@ class AppConfigForm(forms.ModelForm):
             problems = CloudStorageConfigService.problems(provider)
             if problems:
                 raise forms.ValidationError(
-                    [f"Cannot switch to {provider}: its configuration is incomplete."] + problems,
+                    [f"Cannot switch to {provider}: its configuration is incomplete.", *problems],
                     code="provider_not_configured",
                 )
         return provider

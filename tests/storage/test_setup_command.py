@@ -49,9 +49,12 @@ def test_report_only_when_active_provider_usable() -> None:
 
 
 def test_report_only_fails_when_active_provider_unusable() -> None:
-    with override_settings(**S3_SETTINGS, **NO_CLOUDINARY):
-        with pytest.raises(CommandError, match="cloudinary is not usable: CLOUDINARY_CLOUD_NAME"):
-            run()
+    expected = "cloudinary is not usable: CLOUDINARY_CLOUD_NAME"
+    with (
+        override_settings(**S3_SETTINGS, **NO_CLOUDINARY),
+        pytest.raises(CommandError, match=expected),
+    ):
+        run()
 
 
 def test_dry_run_validates_but_changes_nothing() -> None:
@@ -99,9 +102,11 @@ def test_check_against_moto_server_succeeds(moto_server) -> None:
 
 
 def test_check_against_moto_server_fails_on_a_missing_bucket(moto_server) -> None:
-    with override_settings(**moto_settings(moto_server, "no-such-bucket"), **NO_CLOUDINARY):
-        with pytest.raises(CommandError) as caught:
-            run("--provider", "s3", "--check")
+    with (
+        override_settings(**moto_settings(moto_server, "no-such-bucket"), **NO_CLOUDINARY),
+        pytest.raises(CommandError) as caught,
+    ):
+        run("--provider", "s3", "--check")
     assert "s3 is not usable: head_bucket on 'no-such-bucket' failed" in str(caught.value)
     assert AppConfig.load().provider == "cloudinary"
 
