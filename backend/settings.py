@@ -1,4 +1,4 @@
-"""Django settings: every value comes from the environment (django-environ), `.env` loaded if present.
+"""Django settings: every value comes from the environment (django-environ), `.env` if present.
 
 This is the one place configuration is read; no other module touches `os.environ`.
 In production mode (DJANGO_DEBUG off) a missing secret key, broker URL or provider secret is a
@@ -28,7 +28,7 @@ if not SECRET_KEY:
             "(production mode). Generate one with: python -c "
             "'import secrets; print(secrets.token_urlsafe(50))'"
         )
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"  # noqa: S105
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -128,7 +128,9 @@ CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False) else None
+    ("HTTP_X_FORWARDED_PROTO", "https")
+    if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False)
+    else None
 )
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 CORS_URLS_REGEX = r"^/api/.*$"

@@ -109,7 +109,9 @@ def main() -> None:
     from tests.fixtures.providers import S3_SETTINGS, S3_TEST_BUCKET
 
     owner, _ = get_user_model().objects.get_or_create(username="bench-owner")
-    with mock_aws(), override_settings(**S3_SETTINGS, UPLOAD_ORPHAN_GRACE_SECONDS=60):
+    # DEBUG off as in production: with it on, Django keeps every SQL statement in memory.
+    settings = {**S3_SETTINGS, "UPLOAD_ORPHAN_GRACE_SECONDS": 60, "DEBUG": False}
+    with mock_aws(), override_settings(**settings):
         CloudStorageFactory.reset()
         service = CloudStorageFactory.for_provider("s3")
         service.client.create_bucket(Bucket=S3_TEST_BUCKET)

@@ -96,7 +96,9 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 def _drf_details(exc: drf_exceptions.APIException) -> tuple[str, dict[str, Any]]:
     detail = exc.detail
     if isinstance(detail, dict):
-        fields = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        fields = {
+            k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()
+        }
         parts = [f"{k}: {' '.join(v)}" for k, v in fields.items()]
         return "; ".join(parts) or str(exc.default_detail), {"fields": fields}
     if isinstance(detail, list):

@@ -42,7 +42,7 @@ class AppConfig(models.Model):
         max_length=20,
         choices=Provider.choices,
         default=Provider.CLOUDINARY,
-        help_text="Where new uploads go. Existing uploads keep using the provider recorded on them.",
+        help_text="Where new uploads go. Existing uploads keep the provider recorded on them.",
     )
     max_upload_size = models.PositiveBigIntegerField(
         default=25 * 1024 * 1024,

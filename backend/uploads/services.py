@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from backend.core.config import get_app_config
 from backend.core.errors import (
+    ApplicationError,
     Conflict,
     Gone,
     NotFound,
@@ -60,6 +61,11 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _EXTRA_METADATA_KEYS = ("width", "height", "format", "resource_type", "pages", "duration")
 # Equivalent spellings a provider may report for a declared type.
 _CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+
+
+class NotAuthenticated(ApplicationError):
+    status_code = 401
+    code = "not_authenticated"
 
 
 class VerificationFailed(ValidationFailed):
@@ -168,7 +174,7 @@ def create_upload(
     Signing happens before the INSERT: a provider failure leaves nothing behind, and no
     transaction is needed (two queries: the quota aggregate and the INSERT)."""
     if owner is None or not getattr(owner, "pk", None):
-        raise NotFound("Authentication required.", code="not_authenticated")
+        raise NotAuthenticated("Authentication required.")
     config = get_app_config()
     content_type = _validate_content_type(content_type, config.allowed_content_types)
     size = _validate_size(size, config.max_upload_size)
@@ -273,18 +279,21 @@ def _normalised_stored_type(stored: StoredObject) -> str | None:
 def _verification_problems(
     row: MediaUpload, stored: StoredObject, head: bytes, max_size: int
 ) -> list[str]:
+    stored_type = _normalised_stored_type(stored)
+    if stored.size is None or stored_type is None:
+        # A provider answer without these facts is a provider fault, not the client's: never
+        # destroy an upload over it. The row stays pending; the cleanup removes it if this lasts.
+        raise ProviderUnavailable(
+            f"{row.provider} did not report the stored object's size and content type.",
+            details={"provider": row.provider},
+        )
     problems: list[str] = []
-    if stored.size is None:
-        problems.append("the provider did not report the stored size")
-    elif stored.size != row.declared_size:
+    if stored.size != row.declared_size:
         problems.append(f"stored size {stored.size} bytes != declared {row.declared_size} bytes")
-    if stored.size is not None and stored.size > max_size:
+    if stored.size > max_size:
         problems.append(f"stored size {stored.size} bytes exceeds the limit of {max_size} bytes")
     declared_type = _CONTENT_TYPE_ALIASES.get(row.content_type, row.content_type)
-    stored_type = _normalised_stored_type(stored)
-    if stored_type is None:
-        problems.append("the provider did not report a content type")
-    elif stored_type != declared_type:
+    if stored_type != declared_type:
         problems.append(f"stored content type {stored_type} != declared {row.content_type}")
     sniffed = sniff.mismatch_reason(row.content_type, head)
     if sniffed:

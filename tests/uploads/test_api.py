@@ -96,7 +96,9 @@ def test_session_auth_requires_csrf(memory_storage, user) -> None:
     assert browser.get(UPLOADS).status_code == 200
     response = browser.post(UPLOADS, body(), format="json")
     assert response.status_code == 403
-    assert "CSRF" in error_of(response)["message"]
+    err = error_of(response)
+    assert err["code"] == "permission_denied"
+    assert "CSRF" in err["message"]
     assert MediaUpload.objects.count() == 0
 
 

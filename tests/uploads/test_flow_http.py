@@ -37,9 +37,6 @@ class Api:
         self.base = base
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {token}"
-        # No keep-alive: a server thread still holding a connection when the test database is
-        # torn down would touch it from the wrong thread.
-        self.session.headers["Connection"] = "close"
 
     def post(self, path: str, json: Any) -> requests.Response:
         return self.session.post(self.base + path, json=json, timeout=TIMEOUT)
@@ -55,7 +52,6 @@ def api(live_server: Any, django_user_model: Any) -> Iterator[Api]:
     response = requests.post(
         live_server.url + "/api/v1/auth/token/",
         json={"username": "flow-user", "password": "flow-pass-123"},
-        headers={"Connection": "close"},
         timeout=TIMEOUT,
     )
     assert response.status_code == 200, response.text

@@ -537,3 +537,25 @@ def test_download_url_only_for_uploaded(memory_storage, owner) -> None:
     assert services.download_url_for(row) == f"memory://s3/{row.key}?expires_in=300"
     memory_storage.available = False
     assert services.download_url_for(row) is None
+
+
+def test_create_needs_a_saved_owner(memory_storage) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    for owner in (None, AnonymousUser()):
+        with pytest.raises(services.NotAuthenticated):
+            create(owner)
+    assert MediaUpload.objects.count() == 0
+
+
+def test_provider_answer_without_size_is_a_provider_fault(memory_storage, owner) -> None:
+    from dataclasses import replace
+
+    row, _ = create(owner)
+    store(memory_storage, row, png_bytes(100))
+    real_inspect = memory_storage.inspect
+    memory_storage.inspect = lambda ref: replace(real_inspect(ref), size=None)
+    with pytest.raises(ProviderUnavailable):
+        services.confirm_upload(owner=owner, upload_id=row.id, payload={})
+    assert fresh(row).status == UploadStatus.PENDING
+    assert memory_storage.keys() == [row.key]  # a valid upload is never destroyed over it

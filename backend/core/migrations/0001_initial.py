@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             name='AppConfig',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('provider', models.CharField(choices=[('cloudinary', 'Cloudinary'), ('s3', 'Amazon S3 (or S3-compatible)')], default='cloudinary', help_text='Where new uploads go. Existing uploads keep using the provider recorded on them.', max_length=20)),
+                ('provider', models.CharField(choices=[('cloudinary', 'Cloudinary'), ('s3', 'Amazon S3 (or S3-compatible)')], default='cloudinary', help_text='Where new uploads go. Existing uploads keep the provider recorded on them.', max_length=20)),
                 ('max_upload_size', models.PositiveBigIntegerField(default=26214400, help_text='Largest accepted file, in bytes (S3 single POST allows up to 5 GiB; Cloudinary single upload up to 100 MB).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(5368709120)])),
                 ('allowed_content_types', models.JSONField(default=backend.core.models.default_allowed_content_types, help_text='JSON list of accepted MIME types, e.g. ["image/jpeg", "image/png"].')),
                 ('presign_expiry_seconds', models.PositiveIntegerField(default=600, help_text='How long upload instructions stay valid (60-900 seconds).', validators=[django.core.validators.MinValueValidator(60), django.core.validators.MaxValueValidator(900)])),
