@@ -87,9 +87,15 @@ def test_debug_mode_starts_without_secrets() -> None:
 def test_amqp_url_selects_rabbitmq() -> None:
     env = {**PRODUCTION_OK, "DRAMATIQ_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/"}
     base = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_NAMES}
-    base.update(DJANGO_SETTINGS_MODULE="backend.settings", DJANGO_ENV_FILE="/nonexistent/.env", **env)
+    base.update(
+        DJANGO_SETTINGS_MODULE="backend.settings", DJANGO_ENV_FILE="/nonexistent/.env", **env
+    )
     result = subprocess.run(
-        [sys.executable, "-c", "from django.conf import settings; print(settings.DRAMATIQ_BROKER['BROKER'])"],
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings; print(settings.DRAMATIQ_BROKER['BROKER'])",
+        ],
         cwd=ROOT,
         env=base,
         capture_output=True,

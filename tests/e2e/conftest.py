@@ -115,6 +115,10 @@ def signed_in_page(page: Any, demo_user: Any) -> Any:
     page.evaluate(
         """() => {
             window.widgetEvents = [];
+            window.announcements = [];
+            const live = document.querySelector("upload-widget .uw-live");
+            new MutationObserver(() => window.announcements.push(live.textContent))
+                .observe(live, { childList: true, characterData: true, subtree: true });
             const widget = document.querySelector("upload-widget");
             const types = ["upload:progress", "upload:done", "upload:error", "upload:cancel"];
             for (const type of types) {
@@ -158,7 +162,7 @@ def pick_files(page: Any, files: list[tuple[str, str, bytes]]) -> None:
 
 
 def item(page: Any, filename: str) -> Any:
-    return page.locator("upload-widget li.uw-item", has_text=filename)
+    return page.locator("li.uw-item", has_text=filename)
 
 
 def save_screenshot(page: Any, name: str) -> Path:

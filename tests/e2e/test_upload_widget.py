@@ -16,7 +16,6 @@ import pytest
 from django.utils import timezone
 
 from tests.e2e.conftest import (
-    ARTIFACTS,
     drop_files,
     item,
     make_png,
@@ -49,6 +48,20 @@ def s3_object(endpoint: str, key: str) -> dict[str, Any] | None:
         raise
 
 
+def throttle_uploads(page: Any, *, bytes_per_second: int) -> None:
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {
+            "offline": False,
+            "latency": 0,
+            "downloadThroughput": -1,
+            "uploadThroughput": bytes_per_second,
+        },
+    )
+
+
 def upload_row(filename: str) -> Any:
     from backend.uploads.models import MediaUpload
 
@@ -63,12 +76,23 @@ def test_s3_drop_upload_progress_confirm_and_list(
     s3_live: Any, moto_server: str, signed_in_page: Any
 ) -> None:
     page = signed_in_page
-    png = make_png(480, 480)  # ~690 KB: enough for the browser to report upload progress
+    png = make_png(480, 480)  # ~690 KB
     assert page.get_by_test_id("provider").inner_text() == "s3"
+    # On loopback the whole body leaves at once and the browser reports only 100 %; Chromium's
+    # own upload throttling (DevTools network conditions) makes it report real steps.
+    throttle_uploads(page, bytes_per_second=1_500_000)
 
     drop_files(page, [("holiday.png", "image/png", png)])
 
     row_ui = item(page, "holiday.png")
+    # The bar visibly moves: caught between 0 and 100 while the XHR is still sending.
+    page.wait_for_function(
+        """() => {
+            const bar = document.querySelector("upload-widget li.uw-item progress");
+            return bar && bar.value > 0 && bar.value < 100;
+        }""",
+        polling="raf",
+    )
     row_ui.and_(page.locator("[data-state=done]")).wait_for()
     progress = row_ui.get_by_role("progressbar", name="Upload progress of holiday.png")
     assert progress.get_attribute("value") == "100"
@@ -82,9 +106,13 @@ def test_s3_drop_upload_progress_confirm_and_list(
     assert progress_events[-1]["loaded"] == progress_events[-1]["total"] == len(png)
     percents = [e["percent"] for e in progress_events]
     assert percents == sorted(percents)
+    assert len([p for p in percents if 0 < p < 100]) >= 2, percents
     done = events(page, "upload:done")
     assert len(done) == 1 and done[0]["upload"]["status"] == "uploaded"
-    assert "holiday.png uploaded" in page.locator("upload-widget .uw-live").inner_text()
+    announced = page.evaluate("window.announcements")
+    assert announced[-1] == "holiday.png uploaded"
+    for milestone in (25, 50, 75):  # screen readers hear the progress, not every step
+        assert announced.count(f"holiday.png: {milestone} percent uploaded") == 1, announced
 
     row = upload_row("holiday.png")
     assert (row.status, row.provider, row.declared_size) == ("uploaded", "s3", len(png))
@@ -106,10 +134,12 @@ def test_s3_drop_upload_progress_confirm_and_list(
         shutil.copyfile(shot, DOCS_SCREENSHOT)
 
 
-def test_several_files_through_the_keyboard_labelled_picker(
+def test_several_files_chosen_with_the_keyboard(
     s3_live: Any, moto_server: str, signed_in_page: Any
 ) -> None:
     page = signed_in_page
+    # Listening first makes Playwright intercept the chooser before any key is pressed.
+    page.on("filechooser", lambda _: None)
     picker = page.get_by_label("Drop files here or choose files")
     picker.focus()  # reachable by keyboard: a real, labelled file input
     assert page.evaluate("document.activeElement.type") == "file"
@@ -118,7 +148,12 @@ def test_several_files_through_the_keyboard_labelled_picker(
         ("b.png", "image/png", make_png(60, 30, seed=2)),
         ("notes.txt", "text/plain", b"plain text notes\n" * 50),
     ]
-    pick_files(page, files)
+    # Enter on the focused input opens the system file chooser, as for a keyboard user.
+    with page.expect_file_chooser() as chooser_info:
+        page.keyboard.press("Enter")
+    chooser = chooser_info.value
+    assert chooser.is_multiple()
+    chooser.set_files([{"name": n, "mimeType": t, "buffer": d} for n, t, d in files])
     for name, _, _ in files:
         item(page, name).and_(page.locator("[data-state=done]")).wait_for()
     for name, content_type, data in files:
@@ -295,5 +330,37 @@ def test_cloudinary_upload_against_the_standin(
     (((resource_type, public_id), obj),) = stored.items()
     assert (resource_type, public_id) == ("image", row.key)
     assert obj.data == png
-    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(f'#uploads tr[data-upload-id="{row.id}"]').wait_for()
     save_screenshot(page, "demo-cloudinary-upload.png")
+
+
+def test_mount_with_a_token_and_no_session(
+    s3_live: Any, moto_server: str, page: Any, demo_user: Any
+) -> None:
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=demo_user)
+    page.goto("/login/")  # same origin, signed out: only the token can authorise the API
+    assert not [c for c in page.context.cookies() if c["name"] == "sessionid"]
+    page.evaluate(
+        """async (token) => {
+            const { mount } = await import("/static/upload-widget/upload-widget.js");
+            const host = document.createElement("div");
+            host.id = "token-widget";
+            document.body.append(host);
+            window.done = [];
+            host.addEventListener("upload:done", (e) => window.done.push(e.detail.upload));
+            mount(host, { token, credentials: "omit" });
+        }""",
+        token.key,
+    )
+    png = make_png(30, 30, seed=9)
+    page.locator("#token-widget input[type=file]").set_input_files(
+        [{"name": "token.png", "mimeType": "image/png", "buffer": png}]
+    )
+    item(page, "token.png").and_(page.locator("[data-state=done]")).wait_for()
+    row = upload_row("token.png")
+    assert (row.owner_id, row.status) == (demo_user.id, "uploaded")
+    assert page.evaluate("window.done")[0]["id"] == str(row.id)
+    stored = s3_object(moto_server, row.key)
+    assert stored is not None and stored["Body"].read() == png

@@ -247,6 +247,8 @@ class UploadItem {
   sendToProvider() {
     const instructions = this.upload.upload;
     const method = (instructions.method || "POST").toUpperCase();
+    this.loaded = 0;
+    this.lastReported = 0;
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       this.xhr = xhr;
@@ -312,6 +314,9 @@ class UploadItem {
   }
 
   progressed() {
+    // upload.onprogress, upload.onload and onload can all report the same final bytes.
+    if (this.loaded === this.lastReported) return;
+    this.lastReported = this.loaded;
     const percent = this.percent;
     if (this.state === "uploading") this.statusText = `Uploading ${percent} %`;
     this.sync();
