@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.apps import AppConfig as DjangoAppConfig
 
 
@@ -13,4 +15,14 @@ class UploadsConfig(DjangoAppConfig):
         from backend.uploads import tasks
 
         if tasks.should_start_inprocess_worker():
-            tasks.start_inprocess_worker()
+            from django.core.signals import request_started
+
+            # Started on the first request, not here: `runserver`'s autoreloader parent also
+            # runs ready() but never serves a request, so it never starts a second worker.
+            request_started.connect(_start_inprocess_worker, dispatch_uid="uploads-inprocess")
+
+
+def _start_inprocess_worker(**kwargs: Any) -> None:
+    from backend.uploads import tasks
+
+    tasks.start_inprocess_worker()

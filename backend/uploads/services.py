@@ -369,13 +369,19 @@ def _finalise_row(
         return row
     _raise_for_state(row)
     now = timezone.now()
-    if source not in TRUSTED_SOURCES and row.expires_at <= now:
-        # The instructions are dead; the cleanup job will remove whatever was uploaded.
-        # A provider notification is still honoured: it proves the upload started in time.
+    confirm_deadline = row.expires_at + timedelta(seconds=settings.UPLOAD_ORPHAN_GRACE_SECONDS)
+    if source not in TRUSTED_SOURCES and confirm_deadline <= now:
+        # A large upload that started before expires_at may finish after it, so a client
+        # confirm is honoured through the orphan grace period (the window in which the cleanup
+        # leaves the row alone). Past it, the row belongs to the cleanup job. A provider
+        # notification is honoured until the claim: it proves the upload started in time.
         raise Gone(
             "The upload instructions expired before this confirm; request a new upload.",
             code="expired",
-            details={"expires_at": row.expires_at.isoformat()},
+            details={
+                "expires_at": row.expires_at.isoformat(),
+                "confirm_deadline": confirm_deadline.isoformat(),
+            },
         )
     service = CloudStorageFactory.for_upload(row)
     ref = _verify_payload(service, row, payload, source)

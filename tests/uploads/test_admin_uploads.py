@@ -21,6 +21,7 @@ from backend.storage.factory import CloudStorageFactory
 from backend.storage.memory import InMemoryStorageService
 from backend.uploads import tasks
 from backend.uploads.models import MediaUpload, UploadStatus
+from tests.uploads.test_tasks import reset_stub_broker
 
 CHANGELIST = "admin:uploads_mediaupload_changelist"
 
@@ -119,9 +120,9 @@ def test_no_add_no_plain_delete(admin_client_: Client, people: Any) -> None:
 def broker() -> Iterator[StubBroker]:
     broker = dramatiq.get_broker()
     assert isinstance(broker, StubBroker)
-    broker.flush_all()
+    reset_stub_broker(broker)
     yield broker
-    broker.flush_all()
+    reset_stub_broker(broker)
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_delete_at_provider_action_goes_through_the_job(
     assert sorted(m.args[0] for m in messages) == sorted(str(r.pk) for r in rows)
     assert len(memory_s3.keys()) == 3
 
-    worker = dramatiq.Worker(broker, worker_timeout=100)
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
     worker.start()
     try:
         broker.join(tasks.QUEUE, timeout=10_000)

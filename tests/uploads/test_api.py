@@ -305,10 +305,11 @@ def test_confirm_before_upload_is_409(client, memory_storage) -> None:
     assert MediaUpload.objects.get().status == UploadStatus.PENDING
 
 
-def test_confirm_after_expiry_is_410(client, memory_storage) -> None:
+def test_confirm_after_expiry_is_410(client, memory_storage, settings) -> None:
+    settings.UPLOAD_ORPHAN_GRACE_SECONDS = 600
     data = create(client)
     store(memory_storage, MediaUpload.objects.get(), png_bytes(100))
-    MediaUpload.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
+    MediaUpload.objects.update(expires_at=timezone.now() - timedelta(seconds=601))
     response = client.post(confirm_url(data["id"]), {}, format="json")
     assert response.status_code == 410
     err = error_of(response)

@@ -127,3 +127,24 @@ def test_reconcile_at_cloudinary_removes_strays_only(both, owner) -> None:
 
     assert report.deleted == 2
     assert cloudinary_ids(cld) == {kept.key}
+
+
+def test_reconcile_at_s3_deletes_strays_and_aborts_stale_multipart_uploads(both, owner) -> None:
+    s3, _ = both
+    kept = orphan_row(owner, "s3")
+    MediaUpload.objects.filter(pk=kept.pk).update(status=UploadStatus.UPLOADED)
+    stray = f"uploads/{owner.pk}/{uuid.uuid4().hex}/stray.png"
+    foreign = "elsewhere/not-ours.png"
+    for key in (kept.key, stray, foreign):
+        s3.client.put_object(Bucket=S3_TEST_BUCKET, Key=key, Body=PNG)
+    started = s3.client.create_multipart_upload(
+        Bucket=S3_TEST_BUCKET, Key=f"uploads/{owner.pk}/{uuid.uuid4().hex}/big.mp4"
+    )
+
+    report = cleanup.reconcile("s3", now=timezone.now() + timedelta(seconds=5))
+
+    assert report.deleted == 1 and report.multipart_aborted == 1
+    assert s3.inspect(ObjectRef(kept.key)).exists and s3.inspect(ObjectRef(foreign)).exists
+    assert not s3.inspect(ObjectRef(stray)).exists
+    uploads = s3.client.list_multipart_uploads(Bucket=S3_TEST_BUCKET).get("Uploads", [])
+    assert started["UploadId"] not in {u["UploadId"] for u in uploads}

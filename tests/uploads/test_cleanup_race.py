@@ -1,11 +1,13 @@
 """A late confirm racing the orphan cleanup of the same row, against moto S3.
 
 Invariant: a row ends `uploaded` with its object present, or `expired` with its object gone;
-never `uploaded` without its object. A client confirm after expiry is 410 Gone.
+never `uploaded` without its object. A client confirm past expiry + grace is 410 Gone.
 
-The late confirm is a provider notification (`source="s3_event"`): a client confirm after the
-instructions expired is refused outright (410) before it can race anything, whereas a provider
-event is honoured late (it proves the upload started in time), so that is the real race.
+The late confirm is a provider notification (`source="s3_event"`): a client confirm is honoured
+only until expires_at + UPLOAD_ORPHAN_GRACE_SECONDS, the same instant the cleanup may first claim
+the row, so it is refused (410) before it can race anything; a provider event is honoured until
+the claim (it proves the upload started in time), so that is the real race. The client-confirm
+vs. claim race on the conditional UPDATE itself is in test_services_race.py.
 """
 
 from __future__ import annotations

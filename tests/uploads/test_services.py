@@ -284,10 +284,22 @@ def test_confirm_over_current_size_limit_fails(memory_storage, owner) -> None:
     assert "exceeds the limit of 150 bytes" in err.value.message
 
 
-def test_confirm_after_expiry_is_gone(memory_storage, owner) -> None:
+def test_confirm_after_expiry_within_grace_succeeds(memory_storage, owner, settings) -> None:
+    """An upload that started in time may finish after expires_at: the grace period covers it."""
+    settings.UPLOAD_ORPHAN_GRACE_SECONDS = 3600
     row, _ = create(owner)
     store(memory_storage, row, png_bytes(100))
-    MediaUpload.objects.filter(pk=row.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    MediaUpload.objects.filter(pk=row.pk).update(expires_at=timezone.now() - timedelta(seconds=60))
+    assert services.confirm_upload(owner=owner, upload_id=row.id, payload={}).status == "uploaded"
+
+
+def test_confirm_after_expiry_and_grace_is_gone(memory_storage, owner, settings) -> None:
+    settings.UPLOAD_ORPHAN_GRACE_SECONDS = 3600
+    row, _ = create(owner)
+    store(memory_storage, row, png_bytes(100))
+    MediaUpload.objects.filter(pk=row.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=3601)
+    )
     with pytest.raises(Gone) as err:
         services.confirm_upload(owner=owner, upload_id=row.id, payload={})
     assert err.value.code == "expired"

@@ -31,18 +31,31 @@ QUEUE = tasks.QUEUE
 FAST_RETRY = {"min_backoff": 1, "max_backoff": 5}
 
 
+def reset_stub_broker(broker: StubBroker) -> None:
+    """Empty every queue, including the join counters: a message a stopped worker still held
+    (e.g. a delayed retry) was never marked done, and every later join would wait for it."""
+    broker.flush_all()
+    for queue in broker.queues.values():
+        with queue.all_tasks_done:
+            queue.unfinished_tasks = 0
+            queue.all_tasks_done.notify_all()
+
+
 @pytest.fixture
 def broker() -> Iterator[StubBroker]:
     broker = dramatiq.get_broker()
     assert isinstance(broker, StubBroker)
-    broker.flush_all()
+    reset_stub_broker(broker)
     yield broker
-    broker.flush_all()
+    reset_stub_broker(broker)
 
 
 @pytest.fixture
 def worker(broker: StubBroker) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(broker, worker_timeout=100)
+    # One thread: the SQLite test database is an in-memory shared-cache database, where two
+    # writers get "table is locked" at once instead of waiting. Concurrency is tested on
+    # PostgreSQL (test_cleanup_race.py) and with the real worker (test_worker_redis.py).
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
     worker.start()
     yield worker
     worker.stop()

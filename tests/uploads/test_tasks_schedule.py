@@ -95,6 +95,10 @@ from backend.uploads import tasks
 def touch(path):
     pathlib.Path(path).write_text("ran")
 
+assert tasks._inprocess_worker is None  # not in the autoreloader parent: first request only
+from django.core.signals import request_started
+request_started.send(sender=None)
+request_started.send(sender=None)
 print("worker", tasks._inprocess_worker is not None, flush=True)
 if tasks._inprocess_worker is not None:
     assert tasks.start_inprocess_worker() is tasks._inprocess_worker  # started once
