@@ -15,12 +15,29 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-_env_file = Path(env.str("DJANGO_ENV_FILE", default=str(BASE_DIR / ".env")))
+_env_file = Path(env.str("DJANGO_ENV_FILE", default="") or str(BASE_DIR / ".env"))
 if _env_file.is_file():
     env.read_env(_env_file, overwrite=False)
 
+
+def _str(name: str, default: str = "") -> str:
+    """An environment value; empty (as in a copied .env.example line) counts as unset."""
+    value = env.str(name, default="").strip()
+    return value or default
+
+
+def _int(name: str, default: int) -> int:
+    value = env.str(name, default="").strip()
+    return int(value) if value else default
+
+
+def _list(name: str, default: list[str]) -> list[str]:
+    value = [item.strip() for item in env.list(name, default=[]) if item.strip()]
+    return value or default
+
+
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+SECRET_KEY = _str("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -30,11 +47,11 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production"
 
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = _list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = _list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 # Public base URL of this service (https://uploads.example.com). Used to build webhook URLs
 # handed to providers (Cloudinary notification_url). Empty: no notification_url is sent.
-PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="").rstrip("/")
+PUBLIC_BASE_URL = _str("PUBLIC_BASE_URL", "").rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -87,7 +104,7 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+    "default": env.db_url_config(_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
 }
 DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -95,14 +112,11 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_URL = _str("REDIS_URL", "")
 # The AppConfig cache must be shared between processes in production (Redis): a provider
 # switch made in one process is then seen by all on their next read.
 CACHES = {
-    "default": env.cache_url(
-        "CACHE_URL",
-        default=(REDIS_URL if REDIS_URL else "locmemcache://upload-broker"),
-    ),
+    "default": env.cache_url_config(_str("CACHE_URL", REDIS_URL or "locmemcache://upload-broker")),
 }
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -132,7 +146,7 @@ SECURE_PROXY_SSL_HEADER = (
     if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False)
     else None
 )
-CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+CORS_ALLOWED_ORIGINS = _list("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
 
 # --- REST framework ----------------------------------------------------------------------------
@@ -144,13 +158,18 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backend.core.errors.api_exception_handler",
+    # How many proxies in front of us append to X-Forwarded-For (1 behind one load balancer).
+    # 0 means "use the socket address": a client-sent X-Forwarded-For cannot dodge throttles.
+    "NUM_PROXIES": _int("DJANGO_NUM_PROXIES", 0),
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {
-        "upload_create": env.str("THROTTLE_UPLOAD_CREATE", default="120/hour"),
-        "upload_confirm": env.str("THROTTLE_UPLOAD_CONFIRM", default="240/hour"),
+        "upload_create": _str("THROTTLE_UPLOAD_CREATE", "120/hour"),
+        "upload_confirm": _str("THROTTLE_UPLOAD_CONFIRM", "240/hour"),
+        # Signing multipart parts: one request per part (Uppy signs parts one at a time).
+        "upload_part": _str("THROTTLE_UPLOAD_PART", "6000/hour"),
         # Password attempts at POST /api/v1/auth/token/, per client IP.
-        "auth_token": env.str("THROTTLE_AUTH_TOKEN", default="20/minute"),
+        "auth_token": _str("THROTTLE_AUTH_TOKEN", "20/minute"),
     },
 }
 
@@ -167,33 +186,36 @@ SPECTACULAR_SETTINGS = {
 
 # --- Storage providers -------------------------------------------------------------------------
 # Cloudinary: either the three variables or CLOUDINARY_URL=cloudinary://key:secret@cloud_name
-CLOUDINARY_URL = env.str("CLOUDINARY_URL", default="")
-CLOUDINARY_CLOUD_NAME = env.str("CLOUDINARY_CLOUD_NAME", default="")
-CLOUDINARY_API_KEY = env.str("CLOUDINARY_API_KEY", default="")
-CLOUDINARY_API_SECRET = env.str("CLOUDINARY_API_SECRET", default="")
+CLOUDINARY_URL = _str("CLOUDINARY_URL", "")
+CLOUDINARY_CLOUD_NAME = _str("CLOUDINARY_CLOUD_NAME", "")
+CLOUDINARY_API_KEY = _str("CLOUDINARY_API_KEY", "")
+CLOUDINARY_API_SECRET = _str("CLOUDINARY_API_SECRET", "")
 # sha1 (Cloudinary's default) or sha256, as set in the Cloudinary account's security settings.
-CLOUDINARY_SIGNATURE_ALGORITHM = env.str("CLOUDINARY_SIGNATURE_ALGORITHM", default="sha1")
+CLOUDINARY_SIGNATURE_ALGORITHM = _str("CLOUDINARY_SIGNATURE_ALGORITHM", "sha1")
 # Base URL of the upload API; only changed to point at a local stand-in (demo, tests).
-CLOUDINARY_UPLOAD_PREFIX = env.str("CLOUDINARY_UPLOAD_PREFIX", default="")
+CLOUDINARY_UPLOAD_PREFIX = _str("CLOUDINARY_UPLOAD_PREFIX", "")
 # Base URL of the delivery CDN (res.cloudinary.com); only changed for a local stand-in.
-CLOUDINARY_DELIVERY_PREFIX = env.str("CLOUDINARY_DELIVERY_PREFIX", default="")
+CLOUDINARY_DELIVERY_PREFIX = _str("CLOUDINARY_DELIVERY_PREFIX", "")
 
-AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
-AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
-AWS_SESSION_TOKEN = env.str("AWS_SESSION_TOKEN", default="")
-AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
-AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="")
-AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="")
+AWS_ACCESS_KEY_ID = _str("AWS_ACCESS_KEY_ID", "")
+AWS_SECRET_ACCESS_KEY = _str("AWS_SECRET_ACCESS_KEY", "")
+AWS_SESSION_TOKEN = _str("AWS_SESSION_TOKEN", "")
+AWS_STORAGE_BUCKET_NAME = _str("AWS_STORAGE_BUCKET_NAME", "")
+AWS_S3_REGION_NAME = _str("AWS_S3_REGION_NAME", "")
+AWS_S3_ENDPOINT_URL = _str("AWS_S3_ENDPOINT_URL", "")
 # Optional canned ACL for uploads. Empty (the default) sends no ACL: objects stay private.
-AWS_S3_UPLOAD_ACL = env.str("AWS_S3_UPLOAD_ACL", default="")
+AWS_S3_UPLOAD_ACL = _str("AWS_S3_UPLOAD_ACL", "")
 # Every key we issue lives under this prefix (also what reconciliation scans).
-UPLOAD_KEY_PREFIX = env.str("UPLOAD_KEY_PREFIX", default="uploads").strip("/")
+UPLOAD_KEY_PREFIX = _str("UPLOAD_KEY_PREFIX", "uploads").strip("/")
 # Hard ceiling on presign expiry whatever AppConfig says (seconds).
 UPLOAD_MAX_PRESIGN_EXPIRY = 900
+# How long an S3 multipart upload may take from create to complete (parts are signed on demand,
+# each URL for at most UPLOAD_MAX_PRESIGN_EXPIRY); past it + the orphan grace the cleanup aborts it.
+UPLOAD_MULTIPART_EXPIRY_SECONDS = _int("UPLOAD_MULTIPART_EXPIRY_SECONDS", 24 * 3600)
 
 # --- Background jobs (Dramatiq) ---------------------------------------------------------------
 # Always set explicitly: django-dramatiq's defaults name a middleware dramatiq 2.x no longer has.
-DRAMATIQ_BROKER_URL = env.str("DRAMATIQ_BROKER_URL", default=REDIS_URL)
+DRAMATIQ_BROKER_URL = _str("DRAMATIQ_BROKER_URL", REDIS_URL)
 _DRAMATIQ_MIDDLEWARE = [
     "dramatiq.middleware.AgeLimit",
     "dramatiq.middleware.TimeLimit",
@@ -223,26 +245,30 @@ else:
     }
 DRAMATIQ_RUN_INPROCESS_WORKER = env.bool("DRAMATIQ_RUN_INPROCESS_WORKER", default=False)
 DRAMATIQ_TASKS_DATABASE = "default"
-DRAMATIQ_CRONTAB = {"REDIS_URL": DRAMATIQ_BROKER_URL or None}
+# dramatiq-crontab holds its "one scheduler fires" lock in Redis.
+_SCHEDULER_LOCK_URL = REDIS_URL or (
+    DRAMATIQ_BROKER_URL if DRAMATIQ_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+DRAMATIQ_CRONTAB = {"REDIS_URL": _SCHEDULER_LOCK_URL or None}
 
 # Cleanup policy (seconds unless named otherwise)
-UPLOAD_ORPHAN_GRACE_SECONDS = env.int("UPLOAD_ORPHAN_GRACE_SECONDS", default=3600)
-UPLOAD_RECONCILE_GRACE_SECONDS = env.int("UPLOAD_RECONCILE_GRACE_SECONDS", default=86400)
+UPLOAD_ORPHAN_GRACE_SECONDS = _int("UPLOAD_ORPHAN_GRACE_SECONDS", 3600)
+UPLOAD_RECONCILE_GRACE_SECONDS = _int("UPLOAD_RECONCILE_GRACE_SECONDS", 86400)
 UPLOAD_SCHEDULES = {
-    "expire_orphans": env.str("SCHEDULE_EXPIRE_ORPHANS", default="*/10 * * * *"),
-    "reconcile": env.str("SCHEDULE_RECONCILE", default="17 3 * * *"),
+    "expire_orphans": _str("SCHEDULE_EXPIRE_ORPHANS", "*/10 * * * *"),
+    "reconcile": _str("SCHEDULE_RECONCILE", "17 3 * * *"),
 }
 
 # --- Webhooks ----------------------------------------------------------------------------------
-WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = env.int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", default=600)
-SNS_TOPIC_ARNS = env.list("SNS_TOPIC_ARNS", default=[])
+WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = _int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 600)
+SNS_TOPIC_ARNS = _list("SNS_TOPIC_ARNS", [])
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": _str("LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
 
@@ -257,6 +283,16 @@ def _production_checks() -> None:
         )
     if DRAMATIQ_RUN_INPROCESS_WORKER:
         problems.append("DRAMATIQ_RUN_INPROCESS_WORKER is development only.")
+    if DRAMATIQ_BROKER_URL and not _SCHEDULER_LOCK_URL:
+        problems.append(
+            "REDIS_URL is not set: the scheduler's single-instance lock lives in Redis "
+            "(needed when the broker is RabbitMQ)."
+        )
+    if CACHES["default"]["BACKEND"].endswith(("locmem.LocMemCache", "dummy.DummyCache")):
+        problems.append(
+            "The cache is process-local (set REDIS_URL or CACHE_URL): a provider switch made "
+            "in the admin would not reach the other processes."
+        )
     cloudinary_ok = bool(CLOUDINARY_URL) or all(
         (CLOUDINARY_CLOUD_NAME, CLOUDINARY_API_KEY, CLOUDINARY_API_SECRET)
     )

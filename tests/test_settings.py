@@ -84,22 +84,94 @@ def test_debug_mode_starts_without_secrets() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_amqp_url_selects_rabbitmq() -> None:
-    env = {**PRODUCTION_OK, "DRAMATIQ_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/"}
+def run_in_settings(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV_NAMES}
-    base.update(
-        DJANGO_SETTINGS_MODULE="backend.settings", DJANGO_ENV_FILE="/nonexistent/.env", **env
-    )
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from django.conf import settings; print(settings.DRAMATIQ_BROKER['BROKER'])",
-        ],
+    base.update(DJANGO_SETTINGS_MODULE="backend.settings", DJANGO_ENV_FILE="/nonexistent/.env")
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
         cwd=ROOT,
         env=base,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.stdout.strip() == "dramatiq.brokers.rabbitmq.RabbitmqBroker", result.stderr
+
+
+def test_amqp_url_selects_rabbitmq_and_the_broker_is_importable() -> None:
+    result = run_in_settings(
+        "import dramatiq; from django.conf import settings; "
+        "print(type(dramatiq.get_broker()).__name__, settings.DRAMATIQ_CRONTAB['REDIS_URL'])",
+        **PRODUCTION_OK,
+        DRAMATIQ_BROKER_URL="amqp://guest:guest@127.0.0.1:5672/",
+    )
+    assert result.returncode == 0, result.stderr
+    # RabbitMQ carries the jobs; the scheduler lock stays in Redis.
+    assert result.stdout.split() == ["RabbitmqBroker", PRODUCTION_OK["REDIS_URL"]]
+
+
+def test_rabbitmq_without_redis_is_refused_in_production() -> None:
+    env = {k: v for k, v in PRODUCTION_OK.items() if k != "REDIS_URL"}
+    result = load_settings(
+        **env,
+        DRAMATIQ_BROKER_URL="amqp://guest:guest@127.0.0.1:5672/",
+        CACHE_URL="redis://127.0.0.1:6379/1",
+    )
+    assert result.returncode != 0
+    assert "scheduler's single-instance lock lives in Redis" in result.stderr
+
+
+def test_process_local_cache_is_refused_in_production() -> None:
+    env = {k: v for k, v in PRODUCTION_OK.items() if k != "REDIS_URL"}
+    result = load_settings(
+        **env, DRAMATIQ_BROKER_URL="redis://127.0.0.1:6379/0", CACHE_URL="locmemcache://"
+    )
+    assert result.returncode != 0
+    assert "The cache is process-local" in result.stderr
+
+
+def test_env_example_is_a_working_development_setup() -> None:
+    """A verbatim copy of .env.example must not crash the settings: empty means unset, and no
+    placeholder makes a provider look configured (it would sign with a fake secret)."""
+    result = run_in_settings(
+        "from django.conf import settings; "
+        "from backend.storage.config_service import CloudStorageConfigService as C; "
+        "print(settings.CACHES['default']['BACKEND'], settings.DRAMATIQ_BROKER['BROKER'], "
+        "C.is_configured('cloudinary'), C.is_configured('s3'), "
+        "settings.REST_FRAMEWORK['NUM_PROXIES'])",
+        DJANGO_ENV_FILE=str(ROOT / ".env.example"),
+        DJANGO_DEBUG="1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.core.cache.backends.locmem.LocMemCache",
+        "dramatiq.brokers.stub.StubBroker",
+        "False",
+        "False",
+        "0",
+    ]
+
+
+def test_env_example_in_production_mode_names_what_is_missing() -> None:
+    result = run_in_settings("", DJANGO_ENV_FILE=str(ROOT / ".env.example"))
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: DJANGO_SECRET_KEY is not set" in result.stderr
+
+
+def test_empty_values_fall_back_to_defaults() -> None:
+    result = run_in_settings(
+        "from django.conf import settings; print(settings.CACHES['default']['BACKEND'], "
+        "settings.DRAMATIQ_BROKER_URL, settings.UPLOAD_ORPHAN_GRACE_SECONDS, "
+        "settings.ALLOWED_HOSTS)",
+        **PRODUCTION_OK,
+        CACHE_URL="",
+        DRAMATIQ_BROKER_URL="",
+        UPLOAD_ORPHAN_GRACE_SECONDS="",
+        DJANGO_ALLOWED_HOSTS="",
+    )
+    assert result.returncode == 0, result.stderr
+    backend, broker, grace, hosts = result.stdout.split(maxsplit=3)
+    assert backend == "django.core.cache.backends.redis.RedisCache"  # from REDIS_URL
+    assert broker == PRODUCTION_OK["REDIS_URL"]
+    assert grace == "3600"
+    assert "localhost" in hosts

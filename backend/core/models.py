@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 
 DEFAULT_ALLOWED_CONTENT_TYPES = [
     "image/jpeg",
@@ -83,6 +83,10 @@ class AppConfig(models.Model):
         from backend.core.config import clear_app_config_cache
 
         clear_app_config_cache()
+        # Another process may read the old row between the clear above and our commit, and
+        # cache it again; clearing once more after the commit makes the change visible to
+        # every process on its next read.
+        transaction.on_commit(clear_app_config_cache)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValueError("The storage configuration is a singleton and cannot be deleted.")

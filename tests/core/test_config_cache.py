@@ -41,3 +41,23 @@ def test_a_save_in_one_process_is_seen_by_another(
         process_a.delete(config.CACHE_KEY)
         process_a.close()
         process_b.close()
+
+
+def test_a_read_racing_the_save_does_not_pin_the_old_provider(
+    django_capture_on_commit_callbacks,
+) -> None:
+    """Another process reads (and caches) the old row after save() cleared the key but before
+    the admin's transaction commits; the clear after commit must drop that stale entry."""
+    from django.db import transaction
+
+    assert config.get_app_config().provider == "cloudinary"
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        row = AppConfig.load()
+        row.provider = "s3"
+        row.save()
+        # What a concurrent reader in another process puts back before our commit:
+        stale = config.AppConfigSnapshot(
+            **{**config.asdict(config.get_app_config()), "provider": "cloudinary"}
+        )
+        config.cache.set(config.CACHE_KEY, config.asdict(stale), config.CACHE_TIMEOUT)
+    assert config.get_app_config().provider == "s3"
