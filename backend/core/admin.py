@@ -22,6 +22,7 @@ from backend.storage.config_service import CloudStorageConfigService, ProviderSt
 from backend.storage.switching import log_provider_change
 
 # RFC 6838 type/subtype (lower-cased); parameters such as "; charset=" are not allowed here.
+CLOUDINARY_MAX_SINGLE_UPLOAD = 100 * 1000 * 1000
 _MIME_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -50,6 +51,18 @@ class AppConfigForm(forms.ModelForm):
                     code="provider_not_configured",
                 )
         return provider
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        provider, max_size = cleaned.get("provider"), cleaned.get("max_upload_size")
+        # Our Cloudinary flow is one signed upload request, which Cloudinary caps at 100 MB.
+        if provider == "cloudinary" and max_size and max_size > CLOUDINARY_MAX_SINGLE_UPLOAD:
+            self.add_error(
+                "max_upload_size",
+                f"Cloudinary accepts at most {CLOUDINARY_MAX_SINGLE_UPLOAD} bytes (100 MB) in one "
+                "upload request; lower the limit or use S3 for larger files.",
+            )
+        return cleaned
 
     def clean_allowed_content_types(self) -> list[str]:
         value = self.cleaned_data.get("allowed_content_types")

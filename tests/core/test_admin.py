@@ -131,3 +131,20 @@ def test_live_check_reports_through_messages(admin_client, s3_storage) -> None:
     texts = [str(m) for m in response.context["messages"]]
     assert any(t.startswith("s3: live check ok") for t in texts), texts
     assert any(t.startswith("cloudinary: not configured") for t in texts), texts
+
+
+def test_cloudinary_limit_above_one_request_is_refused(admin_client) -> None:
+    """Our Cloudinary flow is one upload request, which Cloudinary caps at 100 MB."""
+    with override_settings(**CLOUDINARY, **S3_SETTINGS):
+        response = admin_client.post(
+            CHANGE_URL, form_data(provider="cloudinary", max_upload_size=200_000_000)
+        )
+        errors = response.context["adminform"].form.errors["max_upload_size"]
+        assert any("at most 100000000 bytes" in e for e in errors), errors
+        assert AppConfig.load().max_upload_size != 200_000_000
+        # The same limit is fine for S3 (single POST up to 5 GiB).
+        response = admin_client.post(
+            CHANGE_URL, form_data(provider="s3", max_upload_size=200_000_000)
+        )
+    assert response.status_code == 302
+    assert AppConfig.load().max_upload_size == 200_000_000
