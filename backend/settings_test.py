@@ -38,6 +38,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "upload_create": "10000/hour",
         "upload_confirm": "10000/hour",
+        "upload_part": "100000/hour",
     },
 }
 LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405

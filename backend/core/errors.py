@@ -39,6 +39,13 @@ class ValidationFailed(ApplicationError):
     code = "validation_failed"
 
 
+class NotSupported(ApplicationError):
+    """The chosen provider cannot do what was asked (e.g. Cloudinary and S3 multipart)."""
+
+    status_code = 400
+    code = "not_supported"
+
+
 class NotFound(ApplicationError):
     status_code = 404
     code = "not_found"

@@ -9,7 +9,10 @@ Error rules for implementations:
   deleting a missing key is success), never an exception;
 - any failure to talk to the provider (network, 5xx, throttling, bad credentials at run time)
   raises `backend.core.errors.ProviderUnavailable`;
-- a client-supplied claim that does not verify raises `ConfirmationRejected`.
+- a client-supplied claim that does not verify raises `ConfirmationRejected`;
+- multipart uploads are optional: a provider without them raises `NotSupported`
+  (code `multipart_not_supported`, HTTP 400); a multipart request the provider refuses for the
+  client's reasons (wrong ETag, part too small, unknown upload) raises `MultipartRejected`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
+
+from backend.core.errors import NotSupported
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,55 @@ class ProbeResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class MultipartSession:
+    """A multipart upload started at the provider: parts go to `key` under `upload_id`."""
+
+    key: str
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class PartInstructions:
+    """A presigned request for one part: send the part's raw bytes with `method` + `headers`,
+    keep the `ETag` response header for the complete call."""
+
+    part_number: int
+    method: str
+    url: str
+    headers: dict[str, str]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """A part the provider holds (ListParts)."""
+
+    part_number: int
+    etag: str
+    size: int
+    last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CompletedPart:
+    """A part named by the client at complete time."""
+
+    part_number: int
+    etag: str
+
+
+class MultipartRejected(Exception):
+    """The provider refused a multipart request for the client's reasons.
+
+    `code` is the provider's (S3: InvalidPart, InvalidPartOrder, EntityTooSmall, NoSuchUpload)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 class ConfirmationRejected(Exception):
     """A client's confirmation payload (e.g. a Cloudinary upload response) does not verify."""
 
@@ -172,6 +226,42 @@ class CloudStorageService(abc.ABC):
     @abc.abstractmethod
     def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
         """A short-lived URL to fetch the object (signed where the provider supports it)."""
+
+    # --- multipart uploads (optional) -------------------------------------------------------
+    #: Whether this provider implements the multipart methods below.
+    supports_multipart: ClassVar[bool] = False
+
+    def multipart_not_supported(self) -> NotSupported:
+        return NotSupported(
+            f"The storage provider {self.name!r} does not support multipart uploads; "
+            "use POST /api/v1/uploads/ (single request) instead.",
+            code="multipart_not_supported",
+            details={"provider": self.name, "multipart_providers": ["s3"]},
+        )
+
+    def create_multipart_upload(self, ref: ObjectRef) -> MultipartSession:
+        """Start a multipart upload at `ref.key` with content type `ref.content_type`."""
+        raise self.multipart_not_supported()
+
+    def presign_upload_part(
+        self, ref: ObjectRef, upload_id: str, part_number: int, *, expires_in: int
+    ) -> PartInstructions:
+        """A presigned PUT for one part (1-10 000) of `upload_id`."""
+        raise self.multipart_not_supported()
+
+    def list_parts(self, ref: ObjectRef, upload_id: str) -> list[UploadedPart]:
+        """Every part uploaded so far, in part-number order (all pages)."""
+        raise self.multipart_not_supported()
+
+    def complete_multipart_upload(
+        self, ref: ObjectRef, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> None:
+        """Assemble `parts` (ascending part numbers) into the object at `ref.key`."""
+        raise self.multipart_not_supported()
+
+    def abort_multipart_upload(self, ref: ObjectRef, upload_id: str) -> None:
+        """Abort `upload_id` and free its parts; an upload already gone is success."""
+        raise self.multipart_not_supported()
 
     def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
         """Abort multipart uploads started before `older_than`; providers without them: 0."""

@@ -19,14 +19,22 @@ from typing import Any
 from backend.core.errors import ProviderUnavailable
 from backend.storage.base import (
     CloudStorageService,
+    CompletedPart,
     DeleteResult,
     ListedObject,
+    MultipartRejected,
+    MultipartSession,
     ObjectPage,
     ObjectRef,
+    PartInstructions,
     ProbeResult,
     StoredObject,
+    UploadedPart,
     UploadInstructions,
 )
+
+#: S3's minimum size of every part but the last (the fake enforces it at complete, like S3).
+MIN_PART_SIZE = 5 * 1024 * 1024
 
 
 @dataclass
@@ -39,6 +47,14 @@ class MemoryObject:
 
 class UploadRefused(Exception):
     pass
+
+
+@dataclass
+class MemoryMultipart:
+    key: str
+    content_type: str
+    initiated: datetime
+    parts: dict[int, tuple[bytes, str]]  # part number -> (data, quoted ETag)
 
 
 class InMemoryStorageService(CloudStorageService):
@@ -54,6 +70,10 @@ class InMemoryStorageService(CloudStorageService):
         self._objects: dict[str, MemoryObject] = {}
         self._grants: dict[str, dict[str, Any]] = {}
         self._version = 0
+        self._multiparts: dict[str, MemoryMultipart] = {}
+        self._part_grants: dict[str, tuple[str, int, datetime]] = {}
+        #: Lower it in tests that want small parts (S3's is 5 MiB).
+        self.min_part_size = MIN_PART_SIZE
 
     # --- helpers for tests ------------------------------------------------------------------
     def _guard(self, operation: str) -> None:
@@ -92,6 +112,29 @@ class InMemoryStorageService(CloudStorageService):
         if not 1 <= len(data) <= grant["max_size"]:
             raise UploadRefused(f"size {len(data)} outside [1, {grant['max_size']}]")
         return self.put(ObjectRef(key=key, content_type=sent_type), data, sent_type)
+
+    def accept_part(self, instructions: PartInstructions, data: bytes) -> str:
+        """PUT one part through issued instructions; returns the ETag header S3 would send."""
+        token = instructions.url.rsplit("token=", 1)[-1]
+        with self._lock:
+            grant = self._part_grants.get(token)
+        if grant is None:
+            raise UploadRefused("unknown or tampered part instructions")
+        upload_id, part_number, expires_at = grant
+        if datetime.now(UTC) > expires_at:
+            raise UploadRefused("part instructions expired")
+        etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+        with self._lock:
+            upload = self._multiparts.get(upload_id)
+            if upload is None:
+                raise UploadRefused("NoSuchUpload")
+            upload.parts[part_number] = (bytes(data), etag)
+        return etag
+
+    def multipart_upload_ids(self) -> list[str]:
+        """Multipart uploads in progress (ListMultipartUploads)."""
+        with self._lock:
+            return sorted(self._multiparts)
 
     def keys(self) -> list[str]:
         with self._lock:
@@ -189,6 +232,86 @@ class InMemoryStorageService(CloudStorageService):
     def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
         self._guard("download_url")
         return f"memory://{self.name}/{ref.key}?expires_in={int(expires_in)}"
+
+    # --- multipart ---------------------------------------------------------------------------
+    supports_multipart = True
+
+    def create_multipart_upload(self, ref: ObjectRef) -> MultipartSession:
+        self._guard("create_multipart_upload")
+        upload_id = secrets.token_urlsafe(24)
+        with self._lock:
+            self._multiparts[upload_id] = MemoryMultipart(
+                key=ref.key, content_type=ref.content_type, initiated=datetime.now(UTC), parts={}
+            )
+        return MultipartSession(key=ref.key, upload_id=upload_id)
+
+    def _upload(self, ref: ObjectRef, upload_id: str) -> MemoryMultipart:
+        with self._lock:
+            upload = self._multiparts.get(upload_id)
+        if upload is None or upload.key != ref.key:
+            raise MultipartRejected("NoSuchUpload", "NoSuchUpload: the upload does not exist")
+        return upload
+
+    def presign_upload_part(
+        self, ref: ObjectRef, upload_id: str, part_number: int, *, expires_in: int
+    ) -> PartInstructions:
+        self._guard("presign_upload_part")
+        # Like S3, signing needs no round trip: an unknown upload id fails at PUT time.
+        expires_at = datetime.now(UTC) + timedelta(seconds=max(1, int(expires_in)))
+        token = secrets.token_hex(8)
+        with self._lock:
+            self._part_grants[token] = (upload_id, int(part_number), expires_at)
+        return PartInstructions(
+            part_number=int(part_number),
+            method="PUT",
+            url=f"memory://{self.name}/{ref.key}?partNumber={part_number}&token={token}",
+            headers={},
+            expires_at=expires_at,
+        )
+
+    def list_parts(self, ref: ObjectRef, upload_id: str) -> list[UploadedPart]:
+        self._guard("list_parts")
+        upload = self._upload(ref, upload_id)
+        with self._lock:
+            items = sorted(upload.parts.items())
+        return [UploadedPart(part_number=n, etag=etag, size=len(data)) for n, (data, etag) in items]
+
+    def complete_multipart_upload(
+        self, ref: ObjectRef, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> None:
+        self._guard("complete_multipart_upload")
+        upload = self._upload(ref, upload_id)
+        numbers = [p.part_number for p in parts]
+        if not parts or numbers != sorted(set(numbers)):
+            raise MultipartRejected("InvalidPartOrder", "InvalidPartOrder: not ascending")
+        chunks: list[bytes] = []
+        for index, part in enumerate(parts):
+            held = upload.parts.get(part.part_number)
+            if held is None or held[1].strip('"') != part.etag.strip('"'):
+                raise MultipartRejected("InvalidPart", f"InvalidPart: part {part.part_number}")
+            if index < len(parts) - 1 and len(held[0]) < self.min_part_size:
+                raise MultipartRejected("EntityTooSmall", f"EntityTooSmall: {part.part_number}")
+            chunks.append(held[0])
+        with self._lock:
+            self._multiparts.pop(upload_id, None)
+        self.put(ref, b"".join(chunks), upload.content_type)
+
+    def abort_multipart_upload(self, ref: ObjectRef, upload_id: str) -> None:
+        self._guard("abort_multipart_upload")
+        with self._lock:
+            self._multiparts.pop(upload_id, None)
+
+    def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
+        self._guard("abort_stale_multipart_uploads")
+        with self._lock:
+            stale = [
+                upload_id
+                for upload_id, upload in self._multiparts.items()
+                if upload.key.startswith(prefix) and upload.initiated < older_than
+            ]
+            for upload_id in stale:
+                del self._multiparts[upload_id]
+        return len(stale)
 
     def probe(self) -> ProbeResult:
         if not self.available:

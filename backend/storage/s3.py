@@ -23,12 +23,17 @@ from django.conf import settings
 from backend.core.errors import ProviderUnavailable
 from backend.storage.base import (
     CloudStorageService,
+    CompletedPart,
     DeleteResult,
     ListedObject,
+    MultipartRejected,
+    MultipartSession,
     ObjectPage,
     ObjectRef,
+    PartInstructions,
     ProbeResult,
     StoredObject,
+    UploadedPart,
     UploadInstructions,
 )
 from backend.storage.provider_settings import S3Settings
@@ -37,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "503"})
+# Multipart answers that are the client's fault (a 4xx the client can act on), not an outage.
+_MULTIPART_CLIENT_CODES = frozenset(
+    {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload", "MalformedXML"}
+)
 # Presigned GET URLs signed with SigV4 are valid for at most 7 days.
 _MAX_URL_EXPIRY = 7 * 24 * 3600
 
@@ -282,6 +291,100 @@ class S3Service(CloudStorageService):
                     ExpiresIn=max(1, min(int(expires_in), _MAX_URL_EXPIRY)),
                 )
             )
+
+    # --- multipart ---------------------------------------------------------------------------
+    supports_multipart = True
+
+    def create_multipart_upload(self, ref: ObjectRef) -> MultipartSession:
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": ref.key,
+            "ContentType": ref.content_type,
+        }
+        if self.cfg.upload_acl:
+            kwargs["ACL"] = self.cfg.upload_acl
+        with self._calling("create_multipart_upload (CreateMultipartUpload)"):
+            response = self.client.create_multipart_upload(**kwargs)
+        return MultipartSession(key=ref.key, upload_id=str(response["UploadId"]))
+
+    def presign_upload_part(
+        self, ref: ObjectRef, upload_id: str, part_number: int, *, expires_in: int
+    ) -> PartInstructions:
+        expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
+        expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+        with self._calling("presign_upload_part"):
+            url = self.client.generate_presigned_url(
+                "upload_part",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": ref.key,
+                    "UploadId": upload_id,
+                    "PartNumber": int(part_number),
+                },
+                ExpiresIn=expiry,
+                HttpMethod="PUT",
+            )
+        return PartInstructions(
+            part_number=int(part_number),
+            method="PUT",
+            url=str(url),
+            headers={},
+            expires_at=expires_at,
+        )
+
+    @contextmanager
+    def _multipart_call(self, operation: str) -> Iterator[None]:
+        """Like `_calling`, but the client's mistakes become MultipartRejected (a 4xx)."""
+        with self._calling(operation):
+            try:
+                yield
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in _MULTIPART_CLIENT_CODES:
+                    raise MultipartRejected(code, _describe(exc)) from None
+                raise
+
+    def list_parts(self, ref: ObjectRef, upload_id: str) -> list[UploadedPart]:
+        parts: list[UploadedPart] = []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": ref.key, "UploadId": upload_id}
+        while True:
+            with self._multipart_call("list_parts (ListParts)"):
+                response = self.client.list_parts(**kwargs)
+            parts.extend(
+                UploadedPart(
+                    part_number=int(item["PartNumber"]),
+                    etag=str(item.get("ETag", "")),
+                    size=int(item.get("Size", 0)),
+                    last_modified=item.get("LastModified"),
+                )
+                for item in response.get("Parts", [])
+            )
+            if not response.get("IsTruncated"):
+                return parts
+            kwargs["PartNumberMarker"] = int(response.get("NextPartNumberMarker", 0))
+
+    def complete_multipart_upload(
+        self, ref: ObjectRef, upload_id: str, parts: Sequence[CompletedPart]
+    ) -> None:
+        with self._multipart_call("complete_multipart_upload (CompleteMultipartUpload)"):
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=ref.key,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]
+                },
+            )
+
+    def abort_multipart_upload(self, ref: ObjectRef, upload_id: str) -> None:
+        with self._calling("abort_multipart_upload (AbortMultipartUpload)"):
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=ref.key, UploadId=upload_id
+                )
+            except ClientError as exc:
+                if _error_code(exc) != "NoSuchUpload":  # already aborted or completed: fine
+                    raise
 
     def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
         aborted = 0

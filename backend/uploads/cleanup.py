@@ -3,7 +3,8 @@
 `expire_orphans` removes uploads that were never confirmed; `reconcile` removes provider objects
 under our key prefix that no live row accounts for. Both talk to the provider recorded on each row
 (or named by the caller) through `CloudStorageFactory`, delete in the provider's batch size, and
-stream rows/listings page by page so memory does not grow with the number of objects.
+stream rows/listings page by page so memory does not grow with the number of objects. A claimed
+row that holds an S3 multipart upload has it aborted first (its parts are billed until then).
 
 Claiming and the race with a late confirm
 -----------------------------------------
@@ -114,7 +115,7 @@ class CleanupReport:
                     f"{t.failed} failed, {t.calls} delete calls"
                 )
         if self.multipart_aborted:
-            parts.append(f"{self.multipart_aborted} stale multipart uploads aborted")
+            parts.append(f"{self.multipart_aborted} multipart uploads aborted")
         mode = "dry run" if self.dry_run else "applied"
         return f"{self.job} ({mode}): " + ("; ".join(parts) or "nothing to do")
 
@@ -191,7 +192,7 @@ def _claim(provider: str, now: datetime, limit: int) -> tuple[datetime, list[dic
         dict(row)
         for row in MediaUpload.objects.filter(
             id__in=ids, status=UploadStatus.EXPIRING, claimed_at=claimed_at
-        ).values("id", "key", "content_type", "metadata")
+        ).values("id", "key", "content_type", "metadata", "multipart_upload_id")
     ]
     return claimed_at, won
 
@@ -266,6 +267,7 @@ def _expire_for_provider(
         ids_by_key = {row["key"]: row["id"] for row in rows}
         tally.calls += 1
         try:
+            report.multipart_aborted += _abort_multipart_uploads(service, rows)
             result = service.delete_many([_ref(row) for row in rows])
         except ServiceUnavailable as exc:
             # Leave the batch claimed; it is retaken after CLAIM_TIMEOUT (see module docstring).
@@ -288,6 +290,18 @@ def _expire_for_provider(
             logger.warning("expire_orphans: %s refused to delete %s: %s", provider, key, reason)
         if result.failed and not result.deleted:
             return  # nothing went through: stop rather than spin on a broken provider
+
+
+def _abort_multipart_uploads(service: CloudStorageService, rows: Sequence[dict[str, Any]]) -> int:
+    """Abort the multipart uploads of claimed rows that never completed: their parts are kept
+    (and billed) until aborted. One call each (S3 has no batch abort); the object delete that
+    follows stays one batched call. An upload already gone counts as aborted."""
+    aborted = 0
+    for row in rows:
+        if row.get("multipart_upload_id"):
+            service.abort_multipart_upload(_ref(row), row["multipart_upload_id"])
+            aborted += 1
+    return aborted
 
 
 # --- reconcile --------------------------------------------------------------------------------

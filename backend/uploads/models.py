@@ -41,6 +41,10 @@ class MediaUpload(models.Model):
     # etag/version, width/height; `failure_reason` when failed.
     metadata = models.JSONField(default=dict, blank=True)
     stored_size = models.PositiveBigIntegerField(null=True, blank=True)
+    # S3 multipart uploads only: the provider's UploadId (empty for single-request uploads) and
+    # the part size the server chose (every part but the last has exactly this size).
+    multipart_upload_id = models.CharField(max_length=1024, blank=True, default="")
+    multipart_part_size = models.PositiveBigIntegerField(null=True, blank=True)
     # Last S3 event `sequencer` applied to this key (orders at-least-once, unordered events).
     event_sequencer = models.CharField(max_length=64, blank=True, default="")
     expires_at = models.DateTimeField()

@@ -47,3 +47,17 @@ def list_uploads_for_owner(owner: Any, status: str | None = None) -> QuerySet[Me
             )
         qs = qs.filter(status=status)
     return qs.order_by("-created_at", "-id")
+
+
+def get_multipart_upload_for_owner(owner: Any, *, key: str, upload_id: str) -> MediaUpload:
+    """The owner's multipart upload named the way Uppy names it: (S3 UploadId, key).
+
+    Both must match one row of this owner; anything else is 404, like someone else's upload."""
+    if owner is None or not getattr(owner, "pk", None) or not key or not upload_id:
+        raise NotFound("No multipart upload with this uploadId and key.", code="not_found")
+    row = MediaUpload.objects.filter(
+        owner_id=owner.pk, key=key, multipart_upload_id=upload_id
+    ).first()
+    if row is None:
+        raise NotFound("No multipart upload with this uploadId and key.", code="not_found")
+    return row

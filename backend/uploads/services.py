@@ -18,7 +18,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from backend.core.config import get_app_config
+from backend.core.config import AppConfigSnapshot, get_app_config
 from backend.core.errors import (
     ApplicationError,
     Conflict,
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 #: Sources whose payload the caller has already authenticated with the provider's own
 #: signature (SNS message signature, X-Cld-Signature); the client response check is skipped.
-TRUSTED_SOURCES = frozenset({"cloudinary_webhook", "s3_event", "webhook"})
+TRUSTED_SOURCES = frozenset({"cloudinary_webhook", "s3_event"})
 DOWNLOAD_URL_EXPIRY = 300
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 # Provider facts copied from StoredObject.extra into metadata when present.
@@ -161,6 +161,47 @@ def _notification_url(provider: str) -> str | None:
     return cloudinary_notification_url()
 
 
+@dataclass(frozen=True)
+class NewUploadRequest:
+    """A create request that passed validation and the quota check."""
+
+    config: AppConfigSnapshot
+    content_type: str
+    size: int
+    checksum_sha256: str
+    display_name: str
+
+
+def validate_new_upload(
+    *, owner: Any, filename: str, content_type: str, size: int, checksum_sha256: str | None
+) -> NewUploadRequest:
+    """Authentication, the AppConfig policy (type, size, checksum) and the per-user quotas:
+    what every kind of new upload (single request or multipart) goes through first."""
+    if owner is None or not getattr(owner, "pk", None):
+        raise NotAuthenticated("Authentication required.")
+    config = get_app_config()
+    content_type = _validate_content_type(content_type, config.allowed_content_types)
+    size = _validate_size(size, config.max_upload_size)
+    checksum = _validate_checksum(checksum_sha256)
+    display_name = keys.sanitise_filename(filename)
+    _check_quota(
+        owner, size, config.max_pending_uploads_per_user, config.max_bytes_per_user_per_day
+    )
+    return NewUploadRequest(config, content_type, size, checksum, display_name)
+
+
+def new_key(
+    owner: Any, upload_id: uuid.UUID, display_name: str, content_type: str, provider: str
+) -> str:
+    return keys.build_key(
+        owner_id=owner.pk,
+        upload_id=upload_id,
+        display_name=display_name,
+        content_type=content_type,
+        provider=provider,
+    )
+
+
 def create_upload(
     *,
     owner: Any,
@@ -173,26 +214,18 @@ def create_upload(
 
     Signing happens before the INSERT: a provider failure leaves nothing behind, and no
     transaction is needed (two queries: the quota aggregate and the INSERT)."""
-    if owner is None or not getattr(owner, "pk", None):
-        raise NotAuthenticated("Authentication required.")
-    config = get_app_config()
-    content_type = _validate_content_type(content_type, config.allowed_content_types)
-    size = _validate_size(size, config.max_upload_size)
-    checksum = _validate_checksum(checksum_sha256)
-    display_name = keys.sanitise_filename(filename)
-    _check_quota(
-        owner, size, config.max_pending_uploads_per_user, config.max_bytes_per_user_per_day
+    request = validate_new_upload(
+        owner=owner,
+        filename=filename,
+        content_type=content_type,
+        size=size,
+        checksum_sha256=checksum_sha256,
     )
-
+    config, content_type, size = request.config, request.content_type, request.size
+    display_name, checksum = request.display_name, request.checksum_sha256
     service = CloudStorageFactory.active()
     upload_id = uuid.uuid4()
-    key = keys.build_key(
-        owner_id=owner.pk,
-        upload_id=upload_id,
-        display_name=display_name,
-        content_type=content_type,
-        provider=service.name,
-    )
+    key = new_key(owner, upload_id, display_name, content_type, service.name)
     expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
     # max_size = the declared size: the provider then refuses anything else outright (where it
     # enforces policies), and confirm re-checks the stored size either way.
@@ -229,7 +262,7 @@ def _ref_for(row: MediaUpload, version: str | None = None) -> ObjectRef:
     )
 
 
-def _raise_for_state(row: MediaUpload) -> None:
+def raise_for_state(row: MediaUpload) -> None:
     """Refuse to finalise a row that is no longer pending (uploaded is handled by the caller)."""
     if row.status == UploadStatus.FAILED:
         meta = row.metadata or {}
@@ -367,7 +400,7 @@ def _finalise_row(
 ) -> MediaUpload:
     if row.status == UploadStatus.UPLOADED:
         return row
-    _raise_for_state(row)
+    raise_for_state(row)
     now = timezone.now()
     confirm_deadline = row.expires_at + timedelta(seconds=settings.UPLOAD_ORPHAN_GRACE_SECONDS)
     if source not in TRUSTED_SOURCES and confirm_deadline <= now:
@@ -404,7 +437,7 @@ def _finalise_row(
         current = _reject(service, row, ref, problems)
         if current.status == UploadStatus.UPLOADED:
             return current  # a concurrent finalise won with what it saw; keep its verdict
-        _raise_for_state(current)
+        raise_for_state(current)
         raise Conflict("The upload changed state; retry.", details={"status": current.status})
 
     metadata = _success_metadata(service, row, ref, stored, source)
@@ -424,7 +457,7 @@ def _finalise_row(
         current = MediaUpload.objects.get(pk=row.pk)
         if current.status == UploadStatus.UPLOADED:
             return current
-        _raise_for_state(current)
+        raise_for_state(current)
         raise Conflict("The upload changed state; retry.", details={"status": current.status})
     for name, value in changes.items():
         setattr(row, name, value)
@@ -511,6 +544,10 @@ def delete_at_provider(upload_id: object) -> MediaUpload:
             f"Provider {row.provider} is not configured; cannot delete yet.", retry_after=300
         ) from exc
     ref = _ref_for(row)
+    if row.multipart_upload_id and row.confirmed_at is None:
+        # A multipart upload never completed keeps its parts (and their storage cost) until it
+        # is aborted; aborting one already completed or aborted is a no-op.
+        service.abort_multipart_upload(ref, row.multipart_upload_id)
     result = service.delete_many([ref])
     if ref.key not in result.deleted:
         raise ProviderUnavailable(
@@ -578,3 +615,91 @@ def download_url_for(row: MediaUpload, *, expires_in: int = DOWNLOAD_URL_EXPIRY)
     except (StorageUnavailable, ProviderUnavailable):
         logger.warning("no download URL for upload %s: provider %s unusable", row.id, row.provider)
         return None
+
+
+# --- replaced after confirm -------------------------------------------------------------------
+
+
+def reverify_uploaded(upload_id: object, *, sequencer: str = "") -> MediaUpload:
+    """Re-check an `uploaded` row's object after the provider reported a write to its key with
+    other facts than the ones confirmed (an S3 ObjectCreated whose ETag or size differs).
+
+    A presigned S3 POST can be reused until it expires, so an upload can be replaced after it
+    was verified. The same checks as confirm run against what is stored now (size, type, first
+    bytes): a mismatch makes the row `failed` ("object replaced after confirm: ...") and deletes
+    the object; a match updates `metadata.etag`/`bytes` from the provider. An event older than
+    the last one applied (`sequencer`) changes nothing, nor does any status but `uploaded`.
+    Provider calls run before the row lock, like finalise. Raises NotFound, and
+    ProviderUnavailable (503; nothing changed, the provider delivers the event again)."""
+    from backend.uploads.webhooks.sequencer import sequencer_is_newer
+
+    parsed = parse_upload_id(upload_id)
+    row = MediaUpload.objects.filter(pk=parsed).first() if parsed else None
+    if row is None:
+        raise NotFound("No upload with this id.")
+    if row.status != UploadStatus.UPLOADED:
+        return row
+    if sequencer and not sequencer_is_newer(sequencer, row.event_sequencer):
+        return row
+    service = CloudStorageFactory.for_upload(row)
+    ref = _ref_for(row)
+    stored = service.inspect(ref)
+    if not stored.exists:
+        return row  # gone: the provider's removal event marks the row
+    confirmed = row.metadata or {}
+    unchanged = stored.etag == confirmed.get("etag") and stored.size == confirmed.get("bytes")
+    problems: list[str] = []
+    if not unchanged:
+        head = service.read_head(ref, sniff.SNIFF_LENGTH)
+        if head is None:
+            return row
+        problems = _verification_problems(row, stored, head, get_app_config().max_upload_size)
+    now = timezone.now()
+    with transaction.atomic():
+        current = MediaUpload.objects.select_for_update().filter(pk=row.pk).first()
+        if current is None:
+            raise NotFound("No upload with this id.")
+        if current.status != UploadStatus.UPLOADED:
+            return current
+        if sequencer and not sequencer_is_newer(sequencer, current.event_sequencer):
+            return current
+        changes: dict[str, Any] = {"event_sequencer": sequencer} if sequencer else {}
+        if problems:
+            changes["status"] = UploadStatus.FAILED
+            changes["metadata"] = {
+                **(current.metadata or {}),
+                "failure_reason": "object replaced after confirm: " + "; ".join(problems),
+                "failure_reasons": problems,
+                "failed_at": now.isoformat(),
+            }
+        elif not unchanged:
+            changes["metadata"] = {
+                **(current.metadata or {}),
+                "etag": stored.etag,
+                "bytes": stored.size,
+                "reverified_at": now.isoformat(),
+            }
+            changes["stored_size"] = stored.size
+        if not changes:
+            return current
+        changes["updated_at"] = now
+        MediaUpload.objects.filter(pk=current.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(current, name, value)
+    if problems:
+        logger.warning(
+            "upload %s replaced after confirm at %s: %s", current.id, current.provider, problems
+        )
+        try:
+            deleted = service.delete(ref)
+        except ProviderUnavailable:
+            deleted = False
+        if deleted:
+            current.metadata = {**current.metadata, "object_deleted": True}
+            MediaUpload.objects.filter(pk=current.pk).update(metadata=current.metadata)
+        else:
+            logger.warning("upload %s: delete of the replaced object deferred", current.id)
+            _enqueue_delete(current.pk)
+    elif not unchanged:
+        logger.info("upload %s re-verified after its object was replaced", current.id)
+    return current

@@ -68,3 +68,20 @@ def test_swagger_ui_is_served_without_a_cdn() -> None:
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
     assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
     assert "/api/schema/" in html
+
+
+def test_schema_lists_the_multipart_and_uppy_endpoints(schema) -> None:
+    paths = schema["paths"]
+    assert "post" in paths["/api/v1/uploads/multipart/"]
+    assert {"get", "post"} <= set(paths["/api/v1/uploads/{upload_id}/multipart/parts/"])
+    assert "post" in paths["/api/v1/uploads/{upload_id}/multipart/complete/"]
+    assert "delete" in paths["/api/v1/uploads/{upload_id}/multipart/"]
+    assert "post" in paths["/api/v1/s3/multipart"]
+    assert {"get", "delete"} <= set(paths["/api/v1/s3/multipart/{upload_id}"])
+    assert "get" in paths["/api/v1/s3/multipart/{upload_id}/{part_number}"]
+    assert "post" in paths["/api/v1/s3/multipart/{upload_id}/complete"]
+    create = paths["/api/v1/uploads/multipart/"]["post"]
+    example = create["responses"]["400"]["content"]["application/json"]["examples"]
+    assert next(iter(example.values()))["value"]["error"]["code"] == "multipart_not_supported"
+    sign = paths["/api/v1/s3/multipart/{upload_id}/{part_number}"]["get"]
+    assert any(p["name"] == "key" and p["required"] for p in sign["parameters"])

@@ -1,0 +1,299 @@
+"""S3 multipart uploads: the part of the media upload service for large files.
+
+The server keeps the part state: it starts the multipart upload at the provider, records the
+provider's UploadId and the part size it chose on the `MediaUpload` row, signs parts on demand
+(part numbers 1..part_count only), lists what the provider holds, and completes through the SAME
+verified finalise path as a single-request confirm (`services.finalise_upload`): size, type and
+first bytes are checked at the provider, a mismatch deletes the object and fails the row.
+
+Provider calls happen before any row change, so a provider fault (ProviderUnavailable, 503)
+leaves the row as it was. Only `create_multipart_upload` and `abort_multipart_upload` write rows
+here; finalising stays in `services`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from backend.core.config import get_app_config
+from backend.core.errors import Conflict, Gone, ServiceUnavailable, ValidationFailed
+from backend.storage.base import (
+    CompletedPart,
+    MultipartRejected,
+    ObjectRef,
+    PartInstructions,
+    UploadedPart,
+)
+from backend.storage.factory import CloudStorageFactory
+from backend.uploads import services
+from backend.uploads.models import MediaUpload, UploadStatus
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+#: S3 limits: every part but the last is 5 MiB to 5 GiB, at most 10 000 parts.
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * 1024 * MiB
+MAX_PARTS = 10_000
+#: Part URLs one request may ask for (Uppy asks for one at a time; apps may batch).
+MAX_PARTS_PER_SIGN_REQUEST = 100
+# What the provider's refusal means for the client, and what to do about it.
+_REJECTIONS = {
+    "InvalidPart": (
+        "invalid_part",
+        "S3 does not hold every listed part with the given ETag. Upload the missing parts "
+        "again (GET the parts list for the ETags S3 holds), then complete again.",
+    ),
+    "InvalidPartOrder": ("invalid_part", "The parts must be listed in ascending order."),
+    "MalformedXML": ("invalid_part", "The parts list was not accepted by S3."),
+    "EntityTooSmall": (
+        "part_too_small",
+        "Every part but the last must be exactly part_size bytes (at least 5 MiB).",
+    ),
+}
+
+
+def choose_part_size(size: int) -> int:
+    """The smallest whole number of MiB >= 5 MiB that fits `size` into at most 10 000 parts."""
+    needed = max(MIN_PART_SIZE, math.ceil(size / MAX_PARTS))
+    part_size = math.ceil(needed / MiB) * MiB
+    if part_size > MAX_PART_SIZE:
+        raise ValidationFailed(
+            f"A file of {size} bytes does not fit into {MAX_PARTS} parts of at most "
+            f"{MAX_PART_SIZE} bytes.",
+            code="file_too_large",
+            details={"size": size, "max_parts": MAX_PARTS, "max_part_size": MAX_PART_SIZE},
+        )
+    return part_size
+
+
+def part_count(row: MediaUpload) -> int:
+    return max(1, math.ceil(row.declared_size / int(row.multipart_part_size or MIN_PART_SIZE)))
+
+
+def _ref(row: MediaUpload) -> ObjectRef:
+    return ObjectRef(key=row.key, content_type=row.content_type)
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def create_multipart_upload(
+    *, owner: Any, filename: str, content_type: str, size: int
+) -> MediaUpload:
+    """Validate like `create_upload` (policy, quotas, server-generated key), then start a
+    multipart upload at the active provider, which must support it (S3). The row records the
+    UploadId and the part size; it stays `pending` until complete."""
+    request = services.validate_new_upload(
+        owner=owner, filename=filename, content_type=content_type, size=size, checksum_sha256=None
+    )
+    service = CloudStorageFactory.active()
+    if not service.supports_multipart:
+        raise service.multipart_not_supported()
+    part_size = choose_part_size(request.size)
+    upload_id = uuid.uuid4()
+    key = services.new_key(
+        owner, upload_id, request.display_name, request.content_type, service.name
+    )
+    ref = ObjectRef(key=key, content_type=request.content_type)
+    session = service.create_multipart_upload(ref)
+    expires_at = timezone.now() + timedelta(seconds=settings.UPLOAD_MULTIPART_EXPIRY_SECONDS)
+    try:
+        row = MediaUpload.objects.create(
+            id=upload_id,
+            owner=owner,
+            provider=service.name,
+            key=key,
+            original_filename=request.display_name,
+            content_type=request.content_type,
+            declared_size=request.size,
+            status=UploadStatus.PENDING,
+            expires_at=expires_at,
+            multipart_upload_id=session.upload_id,
+            multipart_part_size=part_size,
+        )
+    except Exception:
+        # No row will ever point at this multipart upload: free it now (reconcile would later).
+        with contextlib.suppress(ServiceUnavailable):
+            service.abort_multipart_upload(ref, session.upload_id)
+        raise
+    logger.info(
+        "multipart upload %s created at %s (%s, %d bytes, parts of %d)",
+        row.id,
+        row.provider,
+        row.key,
+        row.declared_size,
+        part_size,
+    )
+    return row
+
+
+# --- parts ------------------------------------------------------------------------------------
+
+
+def _require_open(row: MediaUpload) -> None:
+    """The row must be a pending multipart upload still within its time."""
+    if not row.multipart_upload_id:
+        raise ValidationFailed(
+            "This upload is not a multipart upload; upload it as instructed at creation.",
+            code="not_multipart",
+            details={"status": row.status},
+        )
+    if row.status == UploadStatus.UPLOADED:
+        raise Conflict(
+            "This multipart upload is already complete.",
+            code="multipart_completed",
+            details={"status": row.status},
+        )
+    services.raise_for_state(row)
+    deadline = row.expires_at + timedelta(seconds=settings.UPLOAD_ORPHAN_GRACE_SECONDS)
+    if deadline <= timezone.now():
+        raise Gone(
+            "This multipart upload expired; start a new upload.",
+            code="expired",
+            details={"expires_at": row.expires_at.isoformat()},
+        )
+
+
+def _check_part_numbers(row: MediaUpload, numbers: Sequence[int], *, all_required: bool) -> None:
+    count = part_count(row)
+    details = {"part_count": count, "part_size": row.multipart_part_size}
+    bad = sorted({n for n in numbers if not 1 <= n <= count})
+    if bad:
+        raise ValidationFailed(
+            f"Part numbers must be between 1 and {count} for this upload; got {bad[:10]}.",
+            code="invalid_part_number",
+            details={**details, "invalid": bad[:100]},
+        )
+    if len(set(numbers)) != len(numbers):
+        raise ValidationFailed(
+            "Each part number may appear only once.", code="invalid_part_number", details=details
+        )
+    if all_required and len(numbers) != count:
+        missing = sorted(set(range(1, count + 1)) - set(numbers))
+        raise ValidationFailed(
+            f"Complete needs every part 1..{count}; missing {missing[:10]}.",
+            code="missing_parts",
+            details={**details, "missing": missing[:100]},
+        )
+
+
+def sign_parts(row: MediaUpload, part_numbers: Sequence[int]) -> list[PartInstructions]:
+    """Presigned PUT URLs for the given parts (signing is local: no provider round trip)."""
+    _require_open(row)
+    if not part_numbers or len(part_numbers) > MAX_PARTS_PER_SIGN_REQUEST:
+        raise ValidationFailed(
+            f"Ask for 1 to {MAX_PARTS_PER_SIGN_REQUEST} part numbers per request.",
+            code="invalid_part_number",
+            details={"part_count": part_count(row), "max_per_request": MAX_PARTS_PER_SIGN_REQUEST},
+        )
+    _check_part_numbers(row, part_numbers, all_required=False)
+    service = CloudStorageFactory.for_upload(row)
+    config = get_app_config()
+    expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
+    ref = _ref(row)
+    return [
+        service.presign_upload_part(ref, row.multipart_upload_id, n, expires_in=expires_in)
+        for n in part_numbers
+    ]
+
+
+def _gone(row: MediaUpload) -> Gone:
+    return Gone(
+        "The provider no longer has this multipart upload (aborted or expired); start a new "
+        "upload.",
+        code="multipart_upload_gone",
+        details={"status": row.status},
+    )
+
+
+def list_parts(row: MediaUpload) -> list[UploadedPart]:
+    """The parts the provider holds (S3 ListParts, every page): what a resuming client skips."""
+    _require_open(row)
+    service = CloudStorageFactory.for_upload(row)
+    try:
+        return service.list_parts(_ref(row), row.multipart_upload_id)
+    except MultipartRejected as exc:
+        if exc.code == "NoSuchUpload":
+            raise _gone(row) from None
+        raise _rejected(exc) from None
+
+
+def _rejected(exc: MultipartRejected) -> ValidationFailed:
+    code, advice = _REJECTIONS.get(exc.code, ("invalid_part", "S3 refused the request."))
+    return ValidationFailed(
+        f"S3 refused to complete the upload ({exc.code}). {advice}",
+        code=code,
+        details={"provider_code": exc.code, "status": UploadStatus.PENDING},
+    )
+
+
+# --- complete / abort -------------------------------------------------------------------------
+
+
+def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) -> MediaUpload:
+    """CompleteMultipartUpload at the provider, then the verified finalise (as confirm).
+
+    Idempotent: an uploaded row is returned as is, and a retried complete whose first attempt
+    reached S3 (NoSuchUpload now) goes on to finalise the assembled object. A refusal by S3
+    (wrong ETag, part too small) is a 400 and leaves the row pending."""
+    if row.status == UploadStatus.UPLOADED:
+        return row
+    _require_open(row)
+    ordered = sorted(parts, key=lambda p: p.part_number)
+    _check_part_numbers(row, [p.part_number for p in ordered], all_required=True)
+    service = CloudStorageFactory.for_upload(row)
+    try:
+        service.complete_multipart_upload(_ref(row), row.multipart_upload_id, ordered)
+    except MultipartRejected as exc:
+        if exc.code != "NoSuchUpload":
+            raise _rejected(exc) from None
+        if not service.inspect(_ref(row)).exists:
+            raise _gone(row) from None
+    return services.finalise_upload(row.pk, source="client")
+
+
+def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
+    """AbortMultipartUpload at the provider, then mark the row `deleted` ("aborted by client").
+
+    Idempotent: a row no longer pending is returned unchanged (uploaded: 409, use DELETE on the
+    upload instead). If a complete raced this abort and won, the row stays uploaded (409)."""
+    if row.status == UploadStatus.UPLOADED:
+        raise Conflict(
+            "This multipart upload is already complete; delete the upload instead.",
+            code="multipart_completed",
+            details={"status": row.status},
+        )
+    if not row.multipart_upload_id:
+        raise ValidationFailed("This upload is not a multipart upload.", code="not_multipart")
+    if row.status != UploadStatus.PENDING:
+        return row
+    service = CloudStorageFactory.for_upload(row)
+    service.abort_multipart_upload(_ref(row), row.multipart_upload_id)
+    now = timezone.now()
+    metadata = {
+        **(row.metadata or {}),
+        "deleted_at": now.isoformat(),
+        "deleted_reason": "aborted by client",
+    }
+    won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
+        status=UploadStatus.DELETED, metadata=metadata, updated_at=now
+    )
+    row.refresh_from_db()
+    if not won and row.status == UploadStatus.UPLOADED:
+        raise Conflict(
+            "This multipart upload completed before the abort; delete the upload instead.",
+            code="multipart_completed",
+            details={"status": row.status},
+        )
+    logger.info("multipart upload %s aborted by client", row.id)
+    return row
