@@ -167,7 +167,7 @@ REST_FRAMEWORK = {
         "upload_create": _str("THROTTLE_UPLOAD_CREATE", "120/hour"),
         "upload_confirm": _str("THROTTLE_UPLOAD_CONFIRM", "240/hour"),
         # Signing multipart parts: one request per part (Uppy signs parts one at a time).
-        "upload_part": _str("THROTTLE_UPLOAD_PART", "6000/hour"),
+        "upload_part": _str("THROTTLE_UPLOAD_PART", "20000/hour"),
         # Password attempts at POST /api/v1/auth/token/, per client IP.
         "auth_token": _str("THROTTLE_AUTH_TOKEN", "20/minute"),
     },
