@@ -10,6 +10,8 @@ What it does, like Cloudinary:
   api_key and signature (v2, v1 also accepted), refuses a timestamp older than one hour, refuses
   non-image bytes for resource type image, stores the bytes in memory and answers Cloudinary's JSON
   (public_id, version, signature over public_id+version, bytes, format, width/height ...).
+  An existing public_id is overwritten (Cloudinary's default) unless `overwrite` is false: then
+  nothing is stored and the answer is 200 with the existing asset and `"existing": true`.
   With `notification_url` it POSTs a signed upload notification there (X-Cld-Timestamp/Signature).
 - GET/HEAD /<cloud>/<resource_type>/upload[/s--sig--][/v<version>]/<public_id>[.<ext>]: the
   original, with Content-Length, Content-Type, ETag and Range support.
@@ -86,6 +88,13 @@ class Notification:
     signature: str
     status: int | None = None
     error: str | None = None
+
+
+def _as_bool(value: str | None, *, default: bool) -> bool:
+    """A boolean upload parameter as Cloudinary reads it ("true"/"false", "1"/"0")."""
+    if value is None or value == "":
+        return default
+    return value.strip().lower() not in ("false", "0", "no")
 
 
 def sniff_image(data: bytes) -> tuple[str, int | None, int | None] | None:
@@ -271,11 +280,23 @@ class CloudinaryStandin:
         sniffed = sniff_image(data)
         if resource_type == "auto":
             resource_type = "image" if sniffed else "raw"
-        if resource_type == "image" and sniffed is None:
-            return 400, {"error": {"message": "Invalid image file"}}
         public_id = fields.get("public_id") or secrets.token_hex(10)
         if fields.get("folder"):
             public_id = f"{fields['folder'].strip('/')}/{public_id}"
+        if not _as_bool(fields.get("overwrite"), default=True):
+            # Like Cloudinary: an asset with this public_id is answered at once, unchanged.
+            with self.lock:
+                existing = self.objects.get((resource_type, public_id))
+            if existing is not None:
+                response = self.describe(existing)
+                response["existing"] = True
+                response["signature"] = self.sign(
+                    {"public_id": existing.public_id, "version": existing.version},
+                    signature_version=1,
+                )
+                return 200, response
+        if resource_type == "image" and sniffed is None:
+            return 400, {"error": {"message": "Invalid image file"}}
         ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         fmt, width, height = sniffed if sniffed else (ext, None, None)
         if resource_type == "raw":

@@ -183,8 +183,15 @@ class CloudinaryService(CloudStorageService):
         timestamp = int(time.time())
         # Exactly what the client sends, minus file/cloud_name/resource_type/api_key (the
         # SDK's uploader leaves those out of the signature too). public_id carries the full
-        # path, so no `folder` is sent.
-        params: dict[str, str] = {"timestamp": str(timestamp), "public_id": ref.key}
+        # path, so no `folder` is sent. overwrite=false (signed, so a client cannot drop it):
+        # Cloudinary overwrites by default and accepts signed parameters for an hour, so without
+        # it the same fields could replace a verified upload after confirm. With it, a second
+        # upload to this public_id gets the existing asset back ("existing": true) unchanged.
+        params: dict[str, str] = {
+            "timestamp": str(timestamp),
+            "public_id": ref.key,
+            "overwrite": "false",
+        }
         if notification_url:
             params["notification_url"] = notification_url
         fields = {**params, "api_key": self.cfg.api_key, "signature": self.sign(params)}

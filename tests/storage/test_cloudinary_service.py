@@ -82,6 +82,7 @@ def test_presign_fields_are_exactly_the_signed_params() -> None:
     timestamp = str(int(datetime(2030, 1, 1, tzinfo=UTC).timestamp()))
     signed = {
         "notification_url": "https://app.example.com/api/v1/webhooks/cloudinary/",
+        "overwrite": "false",
         "public_id": ref.key,
         "timestamp": timestamp,
     }
@@ -107,7 +108,13 @@ def test_presign_expiry_capped_at_one_hour_and_no_notification_url() -> None:
         )
     assert instructions.expires_at == datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
     assert instructions.url.endswith("/raw/upload")
-    assert set(instructions.fields) == {"timestamp", "public_id", "api_key", "signature"}
+    assert set(instructions.fields) == {
+        "timestamp",
+        "public_id",
+        "overwrite",
+        "api_key",
+        "signature",
+    }
 
 
 @pytest.mark.parametrize(
@@ -181,6 +188,56 @@ def test_stand_in_refuses_bad_and_stale_signatures(cloudinary_standin) -> None:
     assert bad.status_code == 400 and "Invalid Signature" in bad.json()["error"]["message"]
     assert stale.status_code == 400 and "Stale request" in stale.json()["error"]["message"]
     assert cloudinary_standin.objects == {}
+
+
+def test_overwrite_false_is_signed_so_a_client_cannot_drop_or_flip_it(cloudinary_standin) -> None:
+    ref = ObjectRef("uploads/2/abc/pinned", "image/png")
+    instructions = cloudinary_standin.service.presign_upload(
+        ref, size=len(PNG), max_size=len(PNG), expires_in=600
+    )
+    assert instructions.fields["overwrite"] == "false"
+    flipped = {**instructions.fields, "overwrite": "true"}
+    dropped = {k: v for k, v in instructions.fields.items() if k != "overwrite"}
+    for fields in (flipped, dropped):
+        answer = requests.post(instructions.url, data=fields, files={"file": PNG}, timeout=5)
+        assert answer.status_code == 400 and "Invalid Signature" in answer.text
+    assert cloudinary_standin.objects == {}
+
+
+def test_second_upload_with_the_same_params_returns_the_existing_asset(
+    cloudinary_standin,
+) -> None:
+    ref = ObjectRef("uploads/2/abc/once", "image/png")
+    instructions = cloudinary_standin.service.presign_upload(
+        ref, size=len(PNG), max_size=len(PNG), expires_in=600
+    )
+    other_png = PNG[:-12] + b"\x00" * 12  # still starts like a PNG
+    first = requests.post(
+        instructions.url, data=instructions.fields, files={"file": PNG}, timeout=5
+    )
+    second = requests.post(
+        instructions.url, data=instructions.fields, files={"file": other_png}, timeout=5
+    )
+
+    assert first.status_code == second.status_code == 200
+    assert "existing" not in first.json()
+    assert second.json()["existing"] is True
+    for name in ("public_id", "version", "bytes", "etag", "signature"):
+        assert second.json()[name] == first.json()[name]
+    assert [asset.data for asset in cloudinary_standin.objects.values()] == [PNG]
+    assert len(cloudinary_standin.standin.notifications) == 0
+
+
+def test_stand_in_overwrites_by_default_like_cloudinary(cloudinary_standin) -> None:
+    service = cloudinary_standin.service
+    ref = ObjectRef("uploads/2/abc/default", "text/plain")
+    params = {"public_id": ref.key, "timestamp": str(int(time.time()))}
+    fields = {**params, "api_key": CLOUDINARY_TEST_KEY, "signature": service.sign(params)}
+    url = service.presign_upload(ref, size=1, max_size=1, expires_in=60).url
+    for body in (b"first", b"second"):
+        answer = requests.post(url, data=fields, files={"file": body}, timeout=5)
+        assert answer.status_code == 200 and "existing" not in answer.json()
+    assert [asset.data for asset in cloudinary_standin.objects.values()] == [b"second"]
 
 
 def test_stand_in_refuses_non_image_bytes_as_image(cloudinary_standin) -> None:

@@ -58,7 +58,7 @@ class StorageEvent:
 class EventOutcome:
     key: str
     action: str
-    result: str  # "finalised", "deleted", "ignored"
+    result: str  # "finalised", "failed" (replaced after confirm), "deleted", "ignored"
     reason: str = ""
     upload_id: str | None = None
 
@@ -221,9 +221,14 @@ def apply_event(event: StorageEvent) -> EventOutcome:
 
     try:
         if event.action == "created":
-            services.finalise_upload(
+            finalised = services.finalise_upload(
                 row.id, payload=event.payload, source=event.source, sequencer=event.sequencer
             )
+            if _replaced_after_confirm(event, finalised):
+                # Already uploaded (before this event, or by a confirm that won the race with
+                # it) with other facts than this write: the object was replaced after it was
+                # verified. Check it again; the sequencer keeps older writes from counting.
+                return _reverify(event, finalised)
             return EventOutcome(event.key, event.action, "finalised", upload_id=upload_id)
         marked = services.mark_deleted_by_provider(row.id, sequencer=event.sequencer)
         if marked is None or getattr(marked, "status", None) != "deleted":
@@ -243,6 +248,41 @@ def apply_event(event: StorageEvent) -> EventOutcome:
         raise RetryableEventError("The database is not available.") from exc
     except ApplicationError as exc:
         return _ignored(event, f"{exc.code}: {exc.message}", upload_id)
+
+
+def _normalised_etag(value: object) -> str:
+    return str(value).strip().strip('"').lower() if value else ""
+
+
+def _replaced_after_confirm(event: StorageEvent, row: Any) -> bool:
+    """An S3 write to the key of an `uploaded` row whose ETag or size is not the confirmed one."""
+    from backend.uploads.models import UploadStatus
+
+    if event.provider != "s3" or getattr(row, "status", None) != UploadStatus.UPLOADED:
+        return False
+    confirmed = row.metadata or {}
+    etag, known_etag = event.payload.get("etag"), confirmed.get("etag")
+    if etag and known_etag and _normalised_etag(etag) != _normalised_etag(known_etag):
+        return True
+    size, known_size = event.payload.get("size"), confirmed.get("bytes")
+    return (
+        isinstance(size, int)
+        and not isinstance(size, bool)
+        and isinstance(known_size, int)
+        and size != known_size
+    )
+
+
+def _reverify(event: StorageEvent, row: Any) -> EventOutcome:
+    from backend.uploads import services
+    from backend.uploads.models import UploadStatus
+
+    upload_id = str(row.id)
+    checked = services.reverify_uploaded(row.id, sequencer=event.sequencer)
+    if checked.status == UploadStatus.FAILED:
+        reason = str((checked.metadata or {}).get("failure_reason", ""))
+        return EventOutcome(event.key, event.action, "failed", reason, upload_id)
+    return EventOutcome(event.key, event.action, "finalised", upload_id=upload_id)
 
 
 def _still_pending(upload_id: Any) -> bool:

@@ -2,10 +2,11 @@
 
 https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html
 
-Every check that needs no network runs first (fields, signature version, certificate URL, topic,
-timestamp); only a message that passes them all can make us fetch a signing certificate, and only
-from an https URL on an SNS host. Subscriptions are confirmed through the SNS API with the token
-(`ConfirmSubscription`), never by fetching the `SubscribeURL` the message names.
+Every check that needs no network runs first (fields, signature version, certificate URL and
+name, topic allow-list, certificate region = topic region, timestamp); only a message that passes
+them all can make us fetch a signing certificate, only from an https URL on an SNS host, and a URL
+that failed is not fetched again for a while. Subscriptions are confirmed through the SNS API
+with the token (`ConfirmSubscription`), never by fetching the `SubscribeURL` the message names.
 """
 
 from __future__ import annotations
@@ -71,12 +72,21 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 # hosts (S3 static-website endpoints, where anyone can name a bucket "sns") must never match.
 _CERT_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
 _REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
-_CERT_PATH = re.compile(r"/[A-Za-z0-9_.-]+\.pem")
+# AWS's signing certificates are all named like this (32 lowercase hex digits), e.g.
+# https://sns.us-east-1.amazonaws.com/SimpleNotificationService-<32 hex>.pem
+_CERT_PATH = re.compile(r"/SimpleNotificationService-[0-9a-f]{32}\.pem")
 _MAX_URL_LENGTH = 1024
 
 #: SNS retries a failed delivery for minutes, not hours; anything older is a replay.
 MAX_MESSAGE_AGE_SECONDS = 3600
 CERT_CACHE_SECONDS = 24 * 3600
+#: A certificate URL that failed is not fetched again for this long (negative cache): a stream of
+#: forged messages naming one URL costs one fetch, not one per message. A refusal by the host
+#: (4xx) or content that is no certificate is remembered for minutes; a transient failure
+#: (network, 5xx) for less than SNS's retry schedule (3 retries, 20 s apart, by default), so a
+#: genuine message's later retries can still fetch the certificate once the host is back.
+CERT_REFUSED_CACHE_SECONDS = 300
+CERT_UNAVAILABLE_CACHE_SECONDS = 30
 CERT_FETCH_TIMEOUT = (3.05, 5.0)
 CERT_MAX_BYTES = 64 * 1024
 
@@ -132,8 +142,19 @@ def check_signing_cert_url(url: object) -> str:
     if not match or not _REGION.fullmatch(region) or china != region.startswith("cn-"):
         raise SnsVerificationError("SigningCertURL is not on an Amazon SNS host")
     if not _CERT_PATH.fullmatch(parts.path) or ".." in parts.path:
-        raise SnsVerificationError("SigningCertURL does not name a .pem certificate")
+        raise SnsVerificationError("SigningCertURL does not name an SNS signing certificate")
     return url
+
+
+def signing_cert_region(url: str) -> str:
+    """The region of an already-checked SigningCertURL (`sns.<region>.amazonaws.com[.cn]`)."""
+    return urlsplit(url).netloc.split(".")[1]
+
+
+def _check_cert_region(cert_url: str, topic_arn: str) -> None:
+    """SNS signs with a certificate of the topic's own region: anything else is not SNS."""
+    if signing_cert_region(cert_url) != region_from_arn(topic_arn):
+        raise SnsVerificationError("SigningCertURL is not in the TopicArn's region")
 
 
 # --- certificate fetch and cache ------------------------------------------------------------------
@@ -143,6 +164,12 @@ def fetch_certificate(url: str) -> bytes:
     """Download a signing certificate (TLS-verified, no redirects, bounded time and size)."""
     try:
         with requests.get(url, timeout=CERT_FETCH_TIMEOUT, allow_redirects=False, stream=True) as r:
+            if 400 <= r.status_code < 500:
+                # The SNS host itself says there is no such certificate: not SNS's message,
+                # and no retry will change that (answer 4xx, not 503).
+                raise SnsVerificationError(
+                    f"The SNS host refused the signing certificate URL (HTTP {r.status_code})"
+                )
             if r.status_code != 200:
                 raise CertificateUnavailable(
                     f"Fetching the SNS signing certificate answered HTTP {r.status_code}."
@@ -165,18 +192,50 @@ def _cert_cache_key(url: str) -> str:
     return "webhooks:sns:cert:" + hashlib.sha256(url.encode()).hexdigest()
 
 
+def _cert_failure_key(url: str) -> str:
+    return "webhooks:sns:certfail:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+def _remember_failure(url: str, kind: str, reason: str, seconds: int) -> None:
+    cache.set(_cert_failure_key(url), f"{kind}:{reason}", seconds)
+
+
+def _raise_remembered_failure(url: str) -> None:
+    remembered = cache.get(_cert_failure_key(url))
+    if not isinstance(remembered, str):
+        return
+    kind, _, reason = remembered.partition(":")
+    if kind == "unavailable":
+        raise CertificateUnavailable(f"{reason} (failed recently; not fetched again yet)")
+    raise SnsVerificationError(f"{reason} (failed recently; not fetched again yet)")
+
+
 def load_certificate(url: str, fetcher: CertificateFetcher | None = None) -> x509.Certificate:
-    """The certificate at an already-checked URL, from the cache or fetched once."""
+    """The certificate at an already-checked URL: from the cache, or fetched once.
+
+    A URL that failed recently is not fetched again: the remembered failure is raised instead.
+    """
     key = _cert_cache_key(url)
     pem = cache.get(key)
     fetched = False
     if not isinstance(pem, bytes):
-        pem = (fetcher or certificate_fetcher)(url)
+        _raise_remembered_failure(url)
+        try:
+            pem = (fetcher or certificate_fetcher)(url)
+        except SnsVerificationError as exc:
+            _remember_failure(url, "refused", exc.reason, CERT_REFUSED_CACHE_SECONDS)
+            raise
+        except CertificateUnavailable as exc:
+            _remember_failure(url, "unavailable", exc.message, CERT_UNAVAILABLE_CACHE_SECONDS)
+            raise
         fetched = True
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
-        raise SnsVerificationError("The signing certificate is not a PEM certificate") from exc
+        reason = "The signing certificate is not a PEM certificate"
+        if fetched:
+            _remember_failure(url, "refused", reason, CERT_REFUSED_CACHE_SECONDS)
+        raise SnsVerificationError(reason) from exc
     if fetched:
         cache.set(key, pem, CERT_CACHE_SECONDS)
     return cert
@@ -268,6 +327,7 @@ def verify_message(
     cert_url = check_signing_cert_url(message.get("SigningCertURL"))
     data = string_to_sign(message)  # also proves every signed field is a string
     _check_topic(message["TopicArn"])
+    _check_cert_region(cert_url, message["TopicArn"])
     current = now or datetime.now(UTC)
     timestamp = _parse_timestamp(message["Timestamp"])
     _check_timestamp(timestamp, current)

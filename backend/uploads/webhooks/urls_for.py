@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.conf import settings
 
 CLOUDINARY_WEBHOOK_PATH = "/api/v1/webhooks/cloudinary/"
-S3_WEBHOOK_PATH = "/api/v1/webhooks/s3/"
 
 
 def cloudinary_notification_url() -> str | None:
@@ -18,11 +17,3 @@ def cloudinary_notification_url() -> str | None:
     if not base:
         return None
     return base + CLOUDINARY_WEBHOOK_PATH
-
-
-def s3_sns_endpoint_url() -> str | None:
-    """The HTTPS endpoint to subscribe to the SNS topic (for docs and the setup output)."""
-    base = (settings.PUBLIC_BASE_URL or "").rstrip("/")
-    if not base:
-        return None
-    return base + S3_WEBHOOK_PATH

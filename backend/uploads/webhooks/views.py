@@ -28,15 +28,29 @@ logger = logging.getLogger(__name__)
 SNS_SEEN_SECONDS = 24 * 3600
 
 
+#: What an anonymous caller learns from a 503: nothing about our configuration or state (which
+#: variables are missing, which dependency is down). The details go to the server log only.
+UNAVAILABLE_CODE = "temporarily_unavailable"
+UNAVAILABLE_MESSAGE = "Temporarily unavailable; retry later."
+#: Same for a refused SNS message: which check failed (e.g. that no topic is allow-listed, or
+#: that a guessed TopicArn is not ours) is for our log, not for whoever posted it.
+SNS_REFUSED_MESSAGE = "Not a valid SNS message for this endpoint."
+DEFAULT_RETRY_AFTER = 30
+
+
 def _reject(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(code, message), status=status)
 
 
-def _unavailable(exc: ServiceUnavailable) -> JsonResponse:
-    logger.warning("webhook answered 503 (%s): %s", exc.code, exc.message)
-    response = JsonResponse(error_body(exc.code, exc.message, exc.details), status=503)
-    response["Retry-After"] = str(exc.retry_after)
+def _temporarily_unavailable(retry_after: int = DEFAULT_RETRY_AFTER) -> JsonResponse:
+    response = JsonResponse(error_body(UNAVAILABLE_CODE, UNAVAILABLE_MESSAGE), status=503)
+    response["Retry-After"] = str(retry_after)
     return response
+
+
+def _unavailable(exc: ServiceUnavailable) -> JsonResponse:
+    logger.warning("webhook answered 503 (%s): %s %s", exc.code, exc.message, exc.details or "")
+    return _temporarily_unavailable(exc.retry_after)
 
 
 def _apply_all(found: list[events.StorageEvent]) -> list[dict[str, Any]]:
@@ -67,7 +81,7 @@ class CloudinaryWebhookView(View):
             return _unavailable(exc)
         except DatabaseError:
             logger.exception("Cloudinary notification failed on the database")
-            return _reject(503, "webhook_retry", "The database is not available.")
+            return _temporarily_unavailable()
         cloudinary.remember_processed(verified)
         return JsonResponse({"status": "ok", "results": results})
 
@@ -85,7 +99,7 @@ class SnsWebhookView(View):
             verified = sns.verify_message(message)
         except sns.SnsVerificationError as exc:
             logger.warning("SNS message rejected: %s", exc.reason)
-            return _reject(403, "invalid_signature", exc.reason)
+            return _reject(403, "invalid_signature", SNS_REFUSED_MESSAGE)
         except ServiceUnavailable as exc:
             return _unavailable(exc)
         header_type = request.headers.get("X-Amz-Sns-Message-Type")
@@ -105,7 +119,7 @@ class SnsWebhookView(View):
             return _unavailable(exc)
         except DatabaseError:
             logger.exception("SNS notification failed on the database")
-            return _reject(503, "webhook_retry", "The database is not available.")
+            return _temporarily_unavailable()
 
     def _confirm(self, verified: sns.SnsMessage) -> JsonResponse:
         subscription_arn = sns.confirm_subscription(verified.topic_arn, verified.token or "")

@@ -156,6 +156,7 @@ def s3_event(
     sequencer: str = "0055AED6DCD90281E5",
     bucket: str = "test-bucket",
     size: int = 0,
+    etag: str = "d41d8cd98f00b204e9800998ecf8427e",
 ) -> dict[str, Any]:
     """An S3 event notification body as S3 publishes it (key URL-encoded, + for spaces)."""
     from urllib.parse import quote_plus
@@ -174,7 +175,7 @@ def s3_event(
                     "object": {
                         "key": quote_plus(key, safe="/"),
                         "size": size,
-                        "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+                        "eTag": etag,
                         "sequencer": sequencer,
                     },
                 },

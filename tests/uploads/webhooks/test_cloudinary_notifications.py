@@ -285,12 +285,25 @@ def test_provider_outage_answers_503_so_cloudinary_retries(
     assert row.status == UploadStatus.UPLOADED
 
 
-def test_unconfigured_cloudinary_is_a_server_side_503(webhook_client: Client, db: None) -> None:
+def test_unconfigured_cloudinary_is_a_server_side_503(
+    webhook_client: Client, db: None, caplog: pytest.LogCaptureFixture
+) -> None:
     CloudStorageFactory.reset()
     body = b'{"notification_type":"upload"}'
     response = _deliver(webhook_client, body, str(int(time.time())), "0" * 40)
-    assert response.status_code == 503
     CloudStorageFactory.reset()
+    assert response.status_code == 503
+    assert response.has_header("Retry-After")
+    # A generic body: an anonymous caller learns nothing about what is (not) configured.
+    assert response.json() == {
+        "error": {
+            "code": "temporarily_unavailable",
+            "message": "Temporarily unavailable; retry later.",
+            "details": {},
+        }
+    }
+    assert "CLOUDINARY" not in response.content.decode().upper()
+    assert "CLOUDINARY_API_SECRET" in caplog.text  # the details are in the server log
 
 
 def test_no_notification_url_without_public_base_url(
@@ -308,3 +321,16 @@ def test_no_notification_url_without_public_base_url(
     assert (
         cloudinary_notification_url() == "https://uploads.example.com/api/v1/webhooks/cloudinary/"
     )
+
+
+def test_only_the_webhook_sources_skip_the_client_signature_check(
+    cloudinary: Any, user: Any
+) -> None:
+    """`source` names who authenticated the payload; an unknown name is a client's claim."""
+    row, note = _upload(cloudinary, user)
+    unsigned = {"public_id": row.key, "version": json.loads(note.body)["version"]}
+    assert {"cloudinary_webhook", "s3_event"} == services.TRUSTED_SOURCES
+    with pytest.raises(services.VerificationFailed):
+        services.finalise_upload(row.id, payload=unsigned, source="webhook")
+    row.refresh_from_db()
+    assert row.status == UploadStatus.PENDING

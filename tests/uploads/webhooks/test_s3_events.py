@@ -19,6 +19,13 @@ from tests.uploads.webhooks.conftest import S3_WEBHOOK
 from tests.uploads.webhooks.sns_signing import SnsSigner, s3_event
 
 CONTENT = b"hello from a direct upload\n"
+GENERIC_503 = {
+    "error": {
+        "code": "temporarily_unavailable",
+        "message": "Temporarily unavailable; retry later.",
+        "details": {},
+    }
+}
 
 
 @pytest.fixture
@@ -298,7 +305,8 @@ def test_database_failure_answers_5xx_so_sns_retries(
             with connection.cursor() as cursor:
                 cursor.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "webhook_retry"
+    assert response.has_header("Retry-After")
+    assert response.json() == GENERIC_503
 
 
 def test_provider_outage_answers_503_and_keeps_the_row_pending(
@@ -315,6 +323,7 @@ def test_provider_outage_answers_503_and_keeps_the_row_pending(
     CloudStorageFactory.reset()
     assert response.status_code == 503, response.content
     assert response.has_header("Retry-After")
+    assert response.json() == GENERIC_503  # nothing about S3, its endpoint or the failure
     assert elapsed < 30
     row.refresh_from_db()
     assert row.status == UploadStatus.PENDING
@@ -339,3 +348,56 @@ def test_unrelated_records_and_garbage_are_ignored() -> None:
     created = s3_event("uploads/1/a/b.txt", sequencer="not-hex")
     [event] = parse_s3_message(json.dumps(created)) or []
     assert event.sequencer == ""
+
+
+class _CertificateHostAnswer:
+    """What `requests.get(..., stream=True)` returns, for a certificate host answering 404."""
+
+    status_code = 404
+
+    def __enter__(self) -> _CertificateHostAnswer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_certificate_host_4xx_is_a_403_and_is_not_fetched_again(
+    webhook_client: Client, db: None, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged message naming an allow-listed topic and a well-formed certificate URL that the
+    SNS host does not know: refused (not 503, which would invite retries), fetched once."""
+    from backend.uploads.webhooks import sns
+
+    settings.SNS_TOPIC_ARNS = [SnsSigner().topic_arn]
+    fetched: list[str] = []
+
+    def fake_get(url: str, **kwargs: Any) -> _CertificateHostAnswer:
+        fetched.append(url)
+        return _CertificateHostAnswer()
+
+    monkeypatch.setattr(sns.requests, "get", fake_get)
+    monkeypatch.setattr(sns, "certificate_fetcher", sns.fetch_certificate)
+    forged = SnsSigner()  # our topic, a key SNS never had
+
+    answers = [_post(webhook_client, forged.notification("{}")) for _ in range(4)]
+
+    assert [a.status_code for a in answers] == [403] * 4
+    assert fetched == [forged.cert_url]
+
+
+def test_refused_sns_messages_do_not_describe_the_configuration(
+    webhook_client: Client, signer: SnsSigner, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.SNS_TOPIC_ARNS = []  # nothing accepted
+    response = _post(webhook_client, signer.notification("{}"))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert "SNS_TOPIC_ARNS" not in response.content.decode()
+    assert "SNS_TOPIC_ARNS" in caplog.text  # the operator still learns it from the log
+    settings.SNS_TOPIC_ARNS = ["arn:aws:sns:us-east-1:123456789012:another-topic"]
+    refused_topic = _post(webhook_client, signer.notification("{}"))
+    settings.SNS_TOPIC_ARNS = [signer.topic_arn]
+    bad_signature = _post(webhook_client, {**signer.notification("{}"), "Signature": "AAAA"})
+    assert refused_topic.status_code == bad_signature.status_code == 403
+    assert refused_topic.json() == bad_signature.json()  # no oracle for our topic ARNs

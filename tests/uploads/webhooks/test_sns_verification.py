@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.core.cache import cache
+from freezegun import freeze_time
 
 from backend.uploads.webhooks import sns
 from tests.uploads.webhooks.sns_signing import CERT_URL, TOPIC_ARN, SnsSigner, _make_cert, s3_event
@@ -60,7 +62,7 @@ def test_certificate_is_fetched_once_and_cached_by_url(signer: SnsSigner) -> Non
     for _ in range(3):
         _verify(signer, signer.notification("{}"))
     assert signer.fetched == [CERT_URL]
-    other_url = CERT_URL.replace("us-east-1", "eu-west-1")
+    other_url = "https://sns.us-east-1.amazonaws.com/" + CERT_NAME + ".pem"  # a rotated cert
     _verify(signer, signer.notification("{}", SigningCertURL=other_url))
     assert signer.fetched == [CERT_URL, other_url]
 
@@ -188,45 +190,67 @@ def test_non_object_bodies_are_rejected(signer: SnsSigner, body: Any) -> None:
     assert signer.fetched == []
 
 
+#: A certificate name of AWS's form (32 lowercase hex digits).
+CERT_NAME = "SimpleNotificationService-" + "0123456789abcdef" * 2
+
+
+def _n(url: str) -> str:
+    return url.replace("SimpleNotificationService-{NAME}", CERT_NAME)
+
+
 HOSTILE_CERT_URLS = [
-    "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "HTTPS://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com@evil.com/SimpleNotificationService-abc.pem",
-    "https://evil.com@sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com\\@evil.com/SimpleNotificationService-abc.pem",
-    "https://evil.com\\sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://evilsns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns-us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com.cn.evil.com/SimpleNotificationService-abc.pem",
-    "https://s3.amazonaws.com/sns/SimpleNotificationService-abc.pem",
-    "https://sns.s3.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.s3-website-us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.s3-external-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://bucket.s3.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.txt",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?x=.pem",
-    "https://sns.us-east-1.amazonaws.com/cert.pem#frag",
-    "https://sns.us-east-1.amazonaws.com/../evil.pem",
-    "https://sns.us-east-1.amazonaws.com/%2e%2e/evil.pem",
-    "https://sns.us-east-1.amazonaws.com /SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem\n",
-    "https://sns.us-east-1.amazonaws.com\t/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazon\u0430ws.com/SimpleNotificationService-abc.pem",  # Cyrillic a
-    "https://sns.us-east-1.amazonaws.com.",
-    "https://sns.us-east-1.amazonaws.com",
-    "https://sns.us-east-1.amazonaws.com./SimpleNotificationService-abc.pem",
-    "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
-    "https://[::1]/SimpleNotificationService-abc.pem",
-    "https://127.0.0.1/SimpleNotificationService-abc.pem",
-    "file:///etc/ssl/cert.pem",
-    "//sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "https:/sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
-    "",
+    _n(url)
+    for url in [
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "HTTPS://sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com.evil.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com@evil.com/SimpleNotificationService-{NAME}.pem",
+        "https://evil.com@sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com:8443/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com\\@evil.com/SimpleNotificationService-{NAME}.pem",
+        "https://evil.com\\sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://evilsns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns-us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com.cn.evil.com/SimpleNotificationService-{NAME}.pem",
+        "https://s3.amazonaws.com/sns/SimpleNotificationService-{NAME}.pem",
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.s3-website-us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.s3-external-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://bucket.s3.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.txt",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem?x=.pem",
+        "https://sns.us-east-1.amazonaws.com/cert.pem#frag",
+        "https://sns.us-east-1.amazonaws.com/../evil.pem",
+        "https://sns.us-east-1.amazonaws.com/%2e%2e/evil.pem",
+        "https://sns.us-east-1.amazonaws.com /SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem\n",
+        "https://sns.us-east-1.amazonaws.com\t/SimpleNotificationService-{NAME}.pem",
+        # Cyrillic a
+        "https://sns.us-east-1.amazon\u0430ws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com.",
+        "https://sns.us-east-1.amazonaws.com",
+        "https://sns.us-east-1.amazonaws.com./SimpleNotificationService-{NAME}.pem",
+        "https://sns.cn-north-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com.cn/SimpleNotificationService-{NAME}.pem",
+        "https://[::1]/SimpleNotificationService-{NAME}.pem",
+        "https://127.0.0.1/SimpleNotificationService-{NAME}.pem",
+        "file:///etc/ssl/cert.pem",
+        "//sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "https:/sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem",
+        "",
+        # the path: only AWS's certificate names
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.us-east-1.amazonaws.com/cert.pem",
+        "https://sns.us-east-1.amazonaws.com/x/SimpleNotificationService-{NAME}.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{NAME}.pem.pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-" + "A" * 32 + ".pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-" + "a" * 31 + ".pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-" + "a" * 33 + ".pem",
+        "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-" + "g" * 32 + ".pem",
+        "https://sns.us-east-1.amazonaws.com//SimpleNotificationService-{NAME}.pem",
+    ]
 ]
 
 
@@ -251,10 +275,10 @@ def test_hostile_certificate_urls_are_rejected_without_any_fetch(
     "url",
     [
         CERT_URL,
-        "https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-abc.pem",
-        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
-        "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
-        "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-abc.pem",
+        _n("https://sns.eu-central-1.amazonaws.com/SimpleNotificationService-{NAME}.pem"),
+        _n("https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-{NAME}.pem"),
+        _n("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-{NAME}.pem"),
+        _n("https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-{NAME}.pem"),
     ],
 )
 def test_genuine_certificate_urls_are_accepted(url: str) -> None:
@@ -275,11 +299,22 @@ def test_expired_certificate_is_rejected(signer: SnsSigner) -> None:
         sns.verify_message(message, fetcher=lambda url: expired)
 
 
-def test_garbage_certificate_is_rejected_and_not_cached(signer: SnsSigner) -> None:
+def test_garbage_certificate_is_rejected_and_not_fetched_again(signer: SnsSigner) -> None:
     message = signer.notification("{}")
-    with pytest.raises(sns.SnsVerificationError, match="PEM"):
-        sns.verify_message(message, fetcher=lambda url: b"<html>not a cert</html>")
-    _verify(signer, message)  # the next message fetches the real one
+    served: list[str] = []
+
+    def garbage(url: str) -> bytes:
+        served.append(url)
+        return b"<html>not a cert</html>"
+
+    for _ in range(3):
+        with pytest.raises(sns.SnsVerificationError, match="PEM"):
+            sns.verify_message(message, fetcher=garbage)
+    assert served == [CERT_URL]  # remembered as failed: no refetch for a while
+    assert not isinstance(cache.get(sns._cert_cache_key(CERT_URL)), bytes)
+    later = datetime.now(UTC) + timedelta(seconds=sns.CERT_REFUSED_CACHE_SECONDS + 1)
+    with freeze_time(later):
+        _verify(signer, signer.notification("{}"))  # once the failure is forgotten: fetched
     assert signer.fetched == [CERT_URL]
 
 
@@ -350,6 +385,8 @@ def cert_server(signer: SnsSigner) -> Any:
         "/cert.pem": (200, signer.cert_pem),
         "/huge.pem": (200, b"x" * (sns.CERT_MAX_BYTES + 10)),
         "/redirect.pem": (302, b""),
+        "/forbidden.pem": (403, b"<Error><Code>AccessDenied</Code></Error>"),
+        "/broken.pem": (500, b"oops"),
     }
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -364,11 +401,105 @@ def test_fetch_certificate_reads_a_bounded_body(cert_server: str, signer: SnsSig
         sns.fetch_certificate(cert_server + "/huge.pem")
 
 
-def test_fetch_certificate_failures_are_retryable(cert_server: str) -> None:
-    with pytest.raises(sns.CertificateUnavailable):
+def test_fetch_certificate_4xx_is_a_refusal_not_a_retry(cert_server: str) -> None:
+    with pytest.raises(sns.SnsVerificationError, match="HTTP 404"):
         sns.fetch_certificate(cert_server + "/missing.pem")
+    with pytest.raises(sns.SnsVerificationError, match="HTTP 403"):
+        sns.fetch_certificate(cert_server + "/forbidden.pem")
+
+
+def test_fetch_certificate_failures_are_retryable(cert_server: str) -> None:
+    with pytest.raises(sns.CertificateUnavailable, match="500"):
+        sns.fetch_certificate(cert_server + "/broken.pem")
     with pytest.raises(sns.CertificateUnavailable, match="302"):
         sns.fetch_certificate(cert_server + "/redirect.pem")  # redirects are not followed
     port = cert_server.rsplit(":", 1)[1]
     with pytest.raises(sns.CertificateUnavailable):
         sns.fetch_certificate(f"http://127.0.0.1:1/{port}.pem")
+
+
+# --- forged messages with an allow-listed TopicArn: no fetch, or one at most ----------------------
+
+
+@pytest.mark.parametrize(
+    "cert_url",
+    [
+        "https://sns.eu-west-1.amazonaws.com/" + CERT_NAME + ".pem",
+        "https://sns.us-east-2.amazonaws.com/" + CERT_NAME + ".pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/" + CERT_NAME + ".pem",
+    ],
+)
+def test_certificate_from_another_region_than_the_topic_is_never_fetched(
+    signer: SnsSigner, cert_url: str
+) -> None:
+    forged = SnsSigner(cert_url=cert_url)  # TopicArn is ours (us-east-1), perfectly signed
+    with pytest.raises(sns.SnsVerificationError, match="region"):
+        sns.verify_message(forged.notification("{}"), fetcher=forged.fetcher)
+    with pytest.raises(sns.SnsVerificationError, match="region"):
+        sns.verify_message(forged.subscription_confirmation(), fetcher=forged.fetcher)
+    assert forged.fetched == []
+
+
+def test_certificate_of_the_topics_region_is_fetched(settings: Any) -> None:
+    topic = "arn:aws:sns:eu-west-1:123456789012:upload-events"
+    settings.SNS_TOPIC_ARNS = [topic]
+    url = "https://sns.eu-west-1.amazonaws.com/" + CERT_NAME + ".pem"
+    signer = SnsSigner(cert_url=url, topic_arn=topic)
+    assert sns.verify_message(signer.notification("{}"), fetcher=signer.fetcher).topic_arn == topic
+    assert signer.fetched == [url]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/SimpleNotificationService-abc.pem",
+        "/attacker-chosen.pem",
+        "/SimpleNotificationService-" + "0" * 31 + ".pem",
+        "/SimpleNotificationService-" + "F" * 32 + ".pem",
+        "/sub/SimpleNotificationService-" + "0" * 32 + ".pem",
+    ],
+)
+def test_certificate_path_not_of_aws_form_is_never_fetched(signer: SnsSigner, path: str) -> None:
+    forged = SnsSigner(cert_url="https://sns.us-east-1.amazonaws.com" + path)
+    with pytest.raises(sns.SnsVerificationError, match="SigningCertURL"):
+        sns.verify_message(forged.notification("{}"), fetcher=forged.fetcher)
+    assert forged.fetched == []
+
+
+@pytest.mark.parametrize(
+    ("failure", "raised"),
+    [
+        (sns.CertificateUnavailable("HTTP 503 from the SNS host"), sns.CertificateUnavailable),
+        (sns.SnsVerificationError("The SNS host refused (HTTP 404)"), sns.SnsVerificationError),
+    ],
+)
+def test_a_failing_certificate_url_is_fetched_once(
+    signer: SnsSigner, failure: Exception, raised: type[Exception]
+) -> None:
+    attempts: list[str] = []
+
+    def failing(url: str) -> bytes:
+        attempts.append(url)
+        raise failure
+
+    for _ in range(5):
+        with pytest.raises(raised):
+            sns.verify_message(signer.notification("{}"), fetcher=failing)
+    assert attempts == [CERT_URL]
+    other = "https://sns.us-east-1.amazonaws.com/" + CERT_NAME + ".pem"
+    with pytest.raises(raised):
+        sns.verify_message(signer.notification("{}", SigningCertURL=other), fetcher=failing)
+    assert attempts == [CERT_URL, other]  # remembered per URL
+
+
+def test_a_transient_failure_is_forgotten_sooner_than_a_refusal(signer: SnsSigner) -> None:
+    assert sns.CERT_UNAVAILABLE_CACHE_SECONDS < sns.CERT_REFUSED_CACHE_SECONDS <= 600
+
+    def unavailable(url: str) -> bytes:
+        raise sns.CertificateUnavailable("timeout")
+
+    with pytest.raises(sns.CertificateUnavailable):
+        sns.verify_message(signer.notification("{}"), fetcher=unavailable)
+    with freeze_time(datetime.now(UTC) + timedelta(seconds=sns.CERT_UNAVAILABLE_CACHE_SECONDS + 1)):
+        _verify(signer, signer.notification("{}"))
+    assert signer.fetched == [CERT_URL]
