@@ -14,7 +14,9 @@ also moves a row with a conditional UPDATE `WHERE status = 'pending'`, so exactl
 either confirm wins (the row is `uploaded`, no longer a candidate, its object untouched) or the
 cleanup wins (confirm then finds `expiring` and answers 410 Gone). A row is never `uploaded` with
 its object deleted. On PostgreSQL candidates are picked with `SELECT ... FOR UPDATE SKIP LOCKED`,
-so two workers never claim the same rows and a row being confirmed (locked) is skipped.
+so two workers never claim the same rows (a row another transaction holds locked, such as a
+provider delete event being applied, is skipped). Confirm takes no row lock: the conditional
+UPDATE alone decides the race.
 
 When a delete fails
 -------------------
@@ -168,7 +170,8 @@ def _pick(provider: str, now: datetime, limit: int, *, lock: bool = True) -> lis
     for q in (_pending_orphan_q(now), _stale_claim_q(now)):
         picker = MediaUpload.objects.filter(q, provider=provider).order_by("expires_at")
         if lock and connection.features.has_select_for_update_skip_locked:
-            # Two workers never take the same rows; a row a confirm holds locked is skipped.
+            # Two workers never take the same rows; rows locked by another transaction are
+            # skipped (confirm itself locks nothing: its conditional UPDATE decides).
             picker = picker.select_for_update(skip_locked=True)
         ids += picker.values_list("id", flat=True)[: limit - len(ids)]
         if len(ids) >= limit:
