@@ -200,6 +200,19 @@ class CloudStorageService(abc.ABC):
     def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
         """The first `length` bytes of the stored object, or None if it is missing."""
 
+    def inspect_with_head(
+        self, ref: ObjectRef, length: int = 512
+    ) -> tuple[StoredObject, bytes | None]:
+        """The stored facts and the first `length` bytes of ONE version of the object.
+
+        Verification needs both to describe the same bytes: presigned instructions stay usable
+        until they expire, so the object can be replaced between two separate calls. Providers
+        that can answer both with one ranged read override this (one call instead of two)."""
+        stored = self.inspect(ref)
+        if not stored.exists:
+            return stored, None
+        return stored, self.read_head(ref, length)
+
     @abc.abstractmethod
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
         """Delete up to `delete_batch_size` objects in one provider call."""

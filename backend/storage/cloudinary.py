@@ -294,6 +294,48 @@ class CloudinaryService(CloudStorageService):
         finally:
             response.close()
 
+    def inspect_with_head(
+        self, ref: ObjectRef, length: int = 512
+    ) -> tuple[StoredObject, bytes | None]:
+        # One ranged GET on the delivery URL of the original: the headers (Content-Range with
+        # the full size, Content-Type, ETag) describe exactly the bytes it returns.
+        if length <= 0:
+            return self.inspect(ref), b""
+        url = self.delivery_url(ref)
+        response = self._cdn_request("GET", url, {"Range": f"bytes=0-{length - 1}"})
+        try:
+            if response.status_code == 404:
+                return StoredObject(key=ref.key, exists=False), None
+            if response.status_code == 416:  # empty object
+                stored = self.inspect(ref)
+                return stored, (b"" if stored.exists else None)
+            if response.status_code >= 400:
+                raise ProviderUnavailable(
+                    f"Cloudinary delivery GET answered {response.status_code}.",
+                    details={"provider": self.name, "operation": "delivery GET"},
+                )
+            with self._calling("delivery GET"):
+                # A server that ignores Range sends everything: read no more than asked.
+                data = bytes(response.raw.read(length, decode_content=True)[:length])
+            content_range = response.headers.get("Content-Range", "")
+            total = content_range.rsplit("/", 1)[-1] if "/" in content_range else ""
+            if not total.isdigit():
+                total = response.headers.get("Content-Length", "")
+            content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+            stored = StoredObject(
+                key=ref.key,
+                exists=True,
+                size=int(total) if total.isdigit() else None,
+                content_type=content_type or None,
+                etag=response.headers.get("ETag", "").strip('"') or None,
+                version=ref.version,
+                url=url,
+                extra={"resource_type": resource_type_for(ref.content_type)},
+            )
+            return stored, data
+        finally:
+            response.close()
+
     # --- deletes ---------------------------------------------------------------------------
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
         unique = list({ref.key: ref for ref in refs}.values())

@@ -100,6 +100,15 @@ def _build_client(cfg: S3Settings) -> Any:
     return boto3.session.Session().client("s3", **kwargs)
 
 
+def _total_size(response: dict[str, Any]) -> int:
+    """Full object size from a ranged GetObject: `Content-Range: bytes 0-511/123456`."""
+    content_range = str(response.get("ContentRange") or "")
+    total = content_range.rsplit("/", 1)[-1] if "/" in content_range else ""
+    if total.isdigit():
+        return int(total)
+    return int(response.get("ContentLength", 0))  # no Range honoured: the whole object came
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -202,16 +211,18 @@ class S3Service(CloudStorageService):
                 if _error_code(exc) in _NOT_FOUND_CODES:
                     return StoredObject(key=ref.key, exists=False)
                 raise
-        etag = str(head.get("ETag", "")).strip('"') or None
+        return self._stored_from(ref, head, int(head.get("ContentLength", 0)))
+
+    def _stored_from(self, ref: ObjectRef, response: dict[str, Any], size: int) -> StoredObject:
         return StoredObject(
             key=ref.key,
             exists=True,
-            size=int(head.get("ContentLength", 0)),
-            content_type=head.get("ContentType"),
-            etag=etag,
-            version=head.get("VersionId"),
+            size=size,
+            content_type=response.get("ContentType"),
+            etag=str(response.get("ETag", "")).strip('"') or None,
+            version=response.get("VersionId"),
             url=self.object_url(ref.key),
-            last_modified=head.get("LastModified"),
+            last_modified=response.get("LastModified"),
             extra={"bucket": self.bucket},
         )
 
@@ -235,6 +246,34 @@ class S3Service(CloudStorageService):
                 return bytes(body.read(length))
             finally:
                 body.close()
+
+    def inspect_with_head(
+        self, ref: ObjectRef, length: int = 512
+    ) -> tuple[StoredObject, bytes | None]:
+        # One ranged GetObject answers both: its headers describe the object whose first bytes
+        # it returns (Content-Range carries the full size), so a replacement cannot slip in
+        # between a HEAD and a GET.
+        if length <= 0:
+            return self.inspect(ref), b""
+        with self._calling("inspect (ranged GetObject)"):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=ref.key, Range=f"bytes=0-{length - 1}"
+                )
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in _NOT_FOUND_CODES:
+                    return StoredObject(key=ref.key, exists=False), None
+                if code == "InvalidRange":  # an empty object has no byte 0
+                    stored = self.inspect(ref)
+                    return stored, (b"" if stored.exists else None)
+                raise
+            body = response["Body"]
+            try:
+                data = bytes(body.read(length))
+            finally:
+                body.close()
+        return self._stored_from(ref, response, _total_size(response)), data
 
     # --- deletes ---------------------------------------------------------------------------
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:

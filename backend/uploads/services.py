@@ -418,15 +418,9 @@ def _finalise_row(
         )
     service = CloudStorageFactory.for_upload(row)
     ref = _verify_payload(service, row, payload, source)
-    stored = service.inspect(ref)
-    if not stored.exists:
-        raise Conflict(
-            "The file has not arrived at the provider yet. Upload it, then confirm again.",
-            code="not_uploaded_yet",
-            details={"status": row.status},
-        )
-    head = service.read_head(ref, sniff.SNIFF_LENGTH)
-    if head is None:
+    # Size, type and first bytes from one read, so they describe the same stored bytes.
+    stored, head = service.inspect_with_head(ref, sniff.SNIFF_LENGTH)
+    if not stored.exists or head is None:
         raise Conflict(
             "The file has not arrived at the provider yet. Upload it, then confirm again.",
             code="not_uploaded_yet",
@@ -643,16 +637,13 @@ def reverify_uploaded(upload_id: object, *, sequencer: str = "") -> MediaUpload:
         return row
     service = CloudStorageFactory.for_upload(row)
     ref = _ref_for(row)
-    stored = service.inspect(ref)
-    if not stored.exists:
+    stored, head = service.inspect_with_head(ref, sniff.SNIFF_LENGTH)
+    if not stored.exists or head is None:
         return row  # gone: the provider's removal event marks the row
     confirmed = row.metadata or {}
     unchanged = stored.etag == confirmed.get("etag") and stored.size == confirmed.get("bytes")
     problems: list[str] = []
     if not unchanged:
-        head = service.read_head(ref, sniff.SNIFF_LENGTH)
-        if head is None:
-            return row
         problems = _verification_problems(row, stored, head, get_app_config().max_upload_size)
     now = timezone.now()
     with transaction.atomic():

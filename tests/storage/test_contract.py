@@ -161,6 +161,29 @@ def test_read_head(harness: Harness) -> None:
     assert harness.service.read_head(new_ref(), 8) is None
 
 
+def test_inspect_with_head_describes_one_version(harness: Harness) -> None:
+    """Facts and first bytes come together, and the size is the whole object's, not the
+    length of the range that was read."""
+    ref = new_ref()
+    put(harness, ref)
+
+    stored, head = harness.service.inspect_with_head(ref, 8)
+
+    assert head == PNG[:8]
+    assert stored.exists is True
+    assert stored.size == len(PNG)
+    assert (stored.content_type or "").startswith("image/png")
+    assert stored.etag == harness.service.inspect(ref).etag
+
+    whole_stored, whole = harness.service.inspect_with_head(ref, 10_000)
+    assert whole == PNG
+    assert whole_stored.size == len(PNG)
+
+    missing, nothing = harness.service.inspect_with_head(new_ref(), 8)
+    assert missing.exists is False
+    assert nothing is None
+
+
 def test_delete_many_counts_missing_keys_as_deleted(harness: Harness) -> None:
     present, missing = new_ref(), new_ref()
     put(harness, present)

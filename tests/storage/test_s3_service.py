@@ -209,3 +209,21 @@ def test_endpoint_url_is_honoured_with_path_style(s3_server_storage) -> None:
     client = s3_server_storage.client
     assert client.meta.endpoint_url == s3_server_storage.cfg.endpoint_url
     assert client.meta.config.s3["addressing_style"] == "path"
+
+
+def test_inspect_with_head_is_one_request_and_handles_an_empty_object(s3_storage) -> None:
+    calls: list[str] = []
+    s3_storage.client.meta.events.register(
+        "before-call.s3.*", lambda model, **kw: calls.append(model.name)
+    )
+    s3_storage.client.put_object(Bucket=s3_storage.bucket, Key="uploads/w/full", Body=b"0123456789")
+    s3_storage.client.put_object(Bucket=s3_storage.bucket, Key="uploads/w/empty", Body=b"")
+    calls.clear()
+
+    stored, head = s3_storage.inspect_with_head(ObjectRef("uploads/w/full"), 4)
+    assert (stored.size, head) == (10, b"0123")
+    assert calls == ["GetObject"]  # one read: no HEAD that a replacement could slip behind
+
+    stored, head = s3_storage.inspect_with_head(ObjectRef("uploads/w/empty"), 4)
+    assert (stored.exists, stored.size, head) == (True, 0, b"")
+    assert s3_storage.inspect_with_head(ObjectRef("uploads/w/none"), 4)[1] is None
