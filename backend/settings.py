@@ -75,6 +75,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's, Swagger UI's and the widget's static files from gunicorn in
+    # production (collected by `manage.py collectstatic`); no separate static server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -182,6 +185,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The schema and Swagger UI need a logged-in user (session or token) unless API_DOCS_PUBLIC=1.
+    "SERVE_PERMISSIONS": [
+        "rest_framework.permissions.AllowAny"
+        if env.bool("API_DOCS_PUBLIC", default=False)
+        else "rest_framework.permissions.IsAuthenticated"
+    ],
 }
 
 # --- Storage providers -------------------------------------------------------------------------

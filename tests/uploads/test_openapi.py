@@ -12,8 +12,15 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def schema() -> dict[str, Any]:
-    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+def api(django_user_model: Any) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user("schema-reader"))
+    return client
+
+
+@pytest.fixture
+def schema(api: APIClient) -> dict[str, Any]:
+    response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     return response.json()
 
@@ -61,8 +68,16 @@ def test_schema_command_validates_without_warnings(tmp_path) -> None:
     assert "/api/v1/uploads/{upload_id}/confirm/" in out.read_text()
 
 
-def test_swagger_ui_is_served_without_a_cdn() -> None:
-    response = APIClient().get("/api/docs/")
+def test_schema_and_docs_need_a_logged_in_user() -> None:
+    anonymous = APIClient()
+    # 403, not 401: the schema views put session authentication first, which sends no
+    # WWW-Authenticate challenge (DRF then answers 403).
+    assert anonymous.get("/api/schema/").status_code == 403
+    assert anonymous.get("/api/docs/").status_code == 403
+
+
+def test_swagger_ui_is_served_without_a_cdn(api: APIClient) -> None:
+    response = api.get("/api/docs/")
     assert response.status_code == 200
     html = response.content.decode()
     assert "/static/drf_spectacular_sidecar/swagger-ui-dist/" in html
