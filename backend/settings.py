@@ -149,6 +149,10 @@ SECURE_PROXY_SSL_HEADER = (
     if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False)
     else None
 )
+# Off by default so a first deploy over plain HTTP (or behind a proxy that already redirects)
+# is not locked out; turn both on once the site is HTTPS-only (`manage.py check --deploy`).
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = _int("DJANGO_SECURE_HSTS_SECONDS", 0)
 CORS_ALLOWED_ORIGINS = _list("CORS_ALLOWED_ORIGINS", [])
 CORS_URLS_REGEX = r"^/api/.*$"
 
