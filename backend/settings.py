@@ -28,7 +28,12 @@ def _str(name: str, default: str = "") -> str:
 
 def _int(name: str, default: int) -> int:
     value = env.str(name, default="").strip()
-    return int(value) if value else default
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}.") from None
 
 
 def _list(name: str, default: list[str]) -> list[str]:

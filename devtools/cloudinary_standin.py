@@ -27,6 +27,7 @@ import argparse
 import base64
 import email.parser
 import email.policy
+import gzip
 import hashlib
 import json
 import logging
@@ -562,6 +563,12 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
             data = data[start : end + 1]
             status = 206
+        accepts_gzip = "gzip" in self.headers.get("Accept-Encoding", "")
+        if status == 200 and accepts_gzip and asset.content_type.startswith("text/"):
+            # Like a CDN: text goes out compressed when the client accepts it, and the
+            # lengths then describe the compressed bytes.
+            data = gzip.compress(data)
+            headers["Content-Encoding"] = "gzip"
         self.send_response(status)
         self._cors()
         self.send_header("Content-Type", asset.content_type)

@@ -175,3 +175,9 @@ def test_empty_values_fall_back_to_defaults() -> None:
     assert broker == PRODUCTION_OK["REDIS_URL"]
     assert grace == "3600"
     assert "localhost" in hosts
+
+
+def test_a_non_numeric_number_names_the_variable() -> None:
+    result = load_settings(**PRODUCTION_OK, UPLOAD_ORPHAN_GRACE_SECONDS="one hour")
+    assert result.returncode != 0
+    assert "UPLOAD_ORPHAN_GRACE_SECONDS must be a whole number, got 'one hour'" in result.stderr

@@ -157,6 +157,9 @@ class CloudinaryService(CloudStorageService):
         return url
 
     def _cdn_request(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
+        # Identity encoding: with gzip, Content-Length / Content-Range would describe the
+        # compressed bytes, and a genuine upload would fail the size check.
+        headers = {"Accept-Encoding": "identity", **headers}
         with self._calling(f"delivery {method}"):
             response = _session.request(
                 method, url, headers=headers, timeout=HTTP_TIMEOUT, stream=True

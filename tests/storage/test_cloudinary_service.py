@@ -280,6 +280,29 @@ def test_inspect_and_read_head_use_delivery_urls_not_the_admin_api(cloudinary_st
     assert cloudinary_standin.standin.admin_calls == []
 
 
+def test_sizes_are_of_the_stored_bytes_even_when_the_cdn_compresses_text(
+    cloudinary_standin,
+) -> None:
+    """A CDN may gzip text for clients that accept it; the lengths would then describe the
+    compressed bytes and a genuine upload would fail its size check."""
+    ref = ObjectRef("uploads/6/abc/notes.txt", "text/plain")
+    text = b"hello world, " * 200
+    version = upload(cloudinary_standin, ref, text).json()["version"]
+    verified = ObjectRef(ref.key, ref.content_type, version=str(version))
+    compressed = requests.get(
+        cloudinary_standin.service.delivery_url(verified),
+        headers={"Accept-Encoding": "gzip"},
+        stream=True,
+        timeout=5,
+    )
+    assert compressed.headers["Content-Encoding"] == "gzip"  # the stand-in does compress
+    assert int(compressed.headers["Content-Length"]) < len(text)
+
+    assert cloudinary_standin.service.inspect(verified).size == len(text)
+    stored, head = cloudinary_standin.service.inspect_with_head(verified, 5)
+    assert (stored.size, head) == (len(text), b"hello")
+
+
 def test_delete_groups_by_resource_type(cloudinary_standin) -> None:
     image = ObjectRef("uploads/8/abc/pic", "image/png")
     raw = ObjectRef("uploads/8/abc/doc.txt", "text/plain")
