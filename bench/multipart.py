@@ -44,10 +44,14 @@ def main() -> None:
             s3 = CloudStorageFactory.for_provider("s3")
             ref = ObjectRef(key="uploads/1/bench/big.bin", content_type="application/octet-stream")
             session = s3.create_multipart_upload(ref)
-            s3.presign_upload_part(ref, session.upload_id, 1, expires_in=600)  # warm
+            s3.presign_upload_part(
+                ref, session.upload_id, 1, expires_in=600, content_length=5 * MiB
+            )  # warm
             started = time.perf_counter()
             for n in range(N):
-                s3.presign_upload_part(ref, session.upload_id, n % 10_000 + 1, expires_in=600)
+                s3.presign_upload_part(
+                    ref, session.upload_id, n % 10_000 + 1, expires_in=600, content_length=5 * MiB
+                )
             per_part_ms = (time.perf_counter() - started) / N * 1000
             s3.abort_multipart_upload(ref, session.upload_id)
 
@@ -56,8 +60,10 @@ def main() -> None:
             session = s3.create_multipart_upload(ref)
             parts = []
             for number in (1, 2, 3):
-                signed = s3.presign_upload_part(ref, session.upload_id, number, expires_in=600)
                 chunk = data[(number - 1) * 5 * MiB : number * 5 * MiB]
+                signed = s3.presign_upload_part(
+                    ref, session.upload_id, number, expires_in=600, content_length=len(chunk)
+                )
                 answer = requests.put(signed.url, data=chunk, timeout=30)
                 parts.append(CompletedPart(number, answer.headers["ETag"]))
             s3.complete_multipart_upload(ref, session.upload_id, parts)

@@ -18,7 +18,7 @@ Error rules for implementations:
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -146,6 +146,11 @@ class CompletedPart:
     etag: str
 
 
+#: `abort_stale_multipart_uploads(keep=...)`: given one listing page of stale uploads, the
+#: (key, upload_id) pairs that must not be aborted.
+KeepUploads = Callable[[Sequence[MultipartSession]], Collection[tuple[str, str]]]
+
+
 class MultipartRejected(Exception):
     """The provider refused a multipart request for the client's reasons.
 
@@ -257,9 +262,16 @@ class CloudStorageService(abc.ABC):
         raise self.multipart_not_supported()
 
     def presign_upload_part(
-        self, ref: ObjectRef, upload_id: str, part_number: int, *, expires_in: int
+        self,
+        ref: ObjectRef,
+        upload_id: str,
+        part_number: int,
+        *,
+        expires_in: int,
+        content_length: int,
     ) -> PartInstructions:
-        """A presigned PUT for one part (1-10 000) of `upload_id`."""
+        """A presigned PUT for one part (1-10 000) of `upload_id`, bound to exactly
+        `content_length` bytes (the provider refuses a body of any other length)."""
         raise self.multipart_not_supported()
 
     def list_parts(self, ref: ObjectRef, upload_id: str) -> list[UploadedPart]:
@@ -276,8 +288,15 @@ class CloudStorageService(abc.ABC):
         """Abort `upload_id` and free its parts; an upload already gone is success."""
         raise self.multipart_not_supported()
 
-    def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
-        """Abort multipart uploads started before `older_than`; providers without them: 0."""
+    def abort_stale_multipart_uploads(
+        self, prefix: str, older_than: datetime, *, keep: KeepUploads | None = None
+    ) -> int:
+        """Abort multipart uploads under `prefix` started before `older_than`, except those
+        `keep` returns; providers without multipart uploads: 0.
+
+        `keep` is called once per listing page with that page's stale uploads and returns the
+        (key, upload_id) pairs to leave alone (e.g. the ones a live row still owns), so a caller
+        can answer each page with one lookup."""
         return 0
 
     @abc.abstractmethod

@@ -111,18 +111,20 @@ class CloudinaryService(CloudStorageService):
     def _calling(self, operation: str) -> Iterator[None]:
         try:
             yield
+        # Cloudinary's error text (and a request error's URL) goes to the server log only; API
+        # clients get the operation and the kind of error.
         except cloudinary.exceptions.RateLimited as exc:
             logger.warning("Cloudinary %s rate-limited: %s", operation, exc)
             raise ProviderUnavailable(
-                f"Cloudinary {operation} was rate-limited.",
-                details={"provider": self.name, "operation": operation},
+                f"Cloudinary {operation} is unavailable; retry later.",
+                details={"provider": self.name, "operation": operation, "code": "RateLimited"},
                 retry_after=60,
             ) from exc
         except (cloudinary.exceptions.Error, requests.RequestException) as exc:
             logger.warning("Cloudinary %s failed: %s", operation, exc)
             raise ProviderUnavailable(
-                f"Cloudinary {operation} failed ({type(exc).__name__}).",
-                details={"provider": self.name, "operation": operation},
+                f"Cloudinary {operation} is unavailable; retry later.",
+                details={"provider": self.name, "operation": operation, "code": type(exc).__name__},
             ) from exc
 
     def sign(self, params: Mapping[str, Any], *, signature_version: int = 2) -> str:

@@ -21,6 +21,7 @@ from backend.storage.base import (
     CloudStorageService,
     CompletedPart,
     DeleteResult,
+    KeepUploads,
     ListedObject,
     MultipartRejected,
     MultipartSession,
@@ -71,7 +72,7 @@ class InMemoryStorageService(CloudStorageService):
         self._grants: dict[str, dict[str, Any]] = {}
         self._version = 0
         self._multiparts: dict[str, MemoryMultipart] = {}
-        self._part_grants: dict[str, tuple[str, int, datetime]] = {}
+        self._part_grants: dict[str, tuple[str, int, datetime, int]] = {}
         #: Lower it in tests that want small parts (S3's is 5 MiB).
         self.min_part_size = MIN_PART_SIZE
 
@@ -120,9 +121,12 @@ class InMemoryStorageService(CloudStorageService):
             grant = self._part_grants.get(token)
         if grant is None:
             raise UploadRefused("unknown or tampered part instructions")
-        upload_id, part_number, expires_at = grant
+        upload_id, part_number, expires_at, content_length = grant
         if datetime.now(UTC) > expires_at:
             raise UploadRefused("part instructions expired")
+        if len(data) != content_length:
+            # S3 refuses a body whose length is not the signed Content-Length.
+            raise UploadRefused(f"part of {len(data)} bytes; the URL is for {content_length}")
         etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
         with self._lock:
             upload = self._multiparts.get(upload_id)
@@ -253,14 +257,25 @@ class InMemoryStorageService(CloudStorageService):
         return upload
 
     def presign_upload_part(
-        self, ref: ObjectRef, upload_id: str, part_number: int, *, expires_in: int
+        self,
+        ref: ObjectRef,
+        upload_id: str,
+        part_number: int,
+        *,
+        expires_in: int,
+        content_length: int,
     ) -> PartInstructions:
-        self._guard("presign_upload_part")
-        # Like S3, signing needs no round trip: an unknown upload id fails at PUT time.
+        # Like S3, signing needs no round trip (so it works during an outage too): an unknown
+        # upload id fails at PUT time.
         expires_at = datetime.now(UTC) + timedelta(seconds=max(1, int(expires_in)))
         token = secrets.token_hex(8)
         with self._lock:
-            self._part_grants[token] = (upload_id, int(part_number), expires_at)
+            self._part_grants[token] = (
+                upload_id,
+                int(part_number),
+                expires_at,
+                int(content_length),
+            )
         return PartInstructions(
             part_number=int(part_number),
             method="PUT",
@@ -301,17 +316,26 @@ class InMemoryStorageService(CloudStorageService):
         with self._lock:
             self._multiparts.pop(upload_id, None)
 
-    def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
+    def abort_stale_multipart_uploads(
+        self, prefix: str, older_than: datetime, *, keep: KeepUploads | None = None
+    ) -> int:
         self._guard("abort_stale_multipart_uploads")
         with self._lock:
             stale = [
-                upload_id
-                for upload_id, upload in self._multiparts.items()
+                MultipartSession(key=upload.key, upload_id=upload_id)
+                for upload_id, upload in sorted(self._multiparts.items())
                 if upload.key.startswith(prefix) and upload.initiated < older_than
             ]
-            for upload_id in stale:
-                del self._multiparts[upload_id]
-        return len(stale)
+        # One listing page, like S3's ListMultipartUploads with up to 1000 uploads.
+        kept = set(keep(stale)) if keep is not None and stale else set()
+        aborted = 0
+        with self._lock:
+            for session in stale:
+                if (session.key, session.upload_id) in kept:
+                    continue
+                if self._multiparts.pop(session.upload_id, None) is not None:
+                    aborted += 1
+        return aborted
 
     def probe(self) -> ProbeResult:
         if not self.available:

@@ -25,6 +25,7 @@ from backend.storage.base import (
     CloudStorageService,
     CompletedPart,
     DeleteResult,
+    KeepUploads,
     ListedObject,
     MultipartRejected,
     MultipartSession,
@@ -121,6 +122,11 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _unavailable(operation: str) -> str:
+    """The client-facing message of a ProviderUnavailable (never S3's own text)."""
+    return f"S3 {operation} is unavailable; retry later."
+
+
 class S3Service(CloudStorageService):
     name = "s3"
     delete_batch_size = 1000
@@ -137,20 +143,22 @@ class S3Service(CloudStorageService):
     def _calling(self, operation: str) -> Iterator[None]:
         try:
             yield
+        # S3's own error text can name the account, an IAM ARN or the bucket: it goes to the
+        # server log only. API clients get the operation and S3's error code.
         except ClientError as exc:
             code = _error_code(exc)
             retry_after = 5 if code in _THROTTLE_CODES else 30
             logger.warning("S3 %s failed on bucket %s: %s", operation, self.bucket, _describe(exc))
             raise ProviderUnavailable(
-                f"S3 {operation} failed ({_describe(exc)}).",
+                _unavailable(operation),
                 details={"provider": self.name, "operation": operation, "code": code},
                 retry_after=retry_after,
             ) from exc
         except BotoCoreError as exc:
             logger.warning("S3 %s failed on bucket %s: %s", operation, self.bucket, _describe(exc))
             raise ProviderUnavailable(
-                f"S3 {operation} failed ({type(exc).__name__}).",
-                details={"provider": self.name, "operation": operation},
+                _unavailable(operation),
+                details={"provider": self.name, "operation": operation, "code": type(exc).__name__},
             ) from exc
 
     def object_url(self, key: str) -> str:
@@ -347,7 +355,13 @@ class S3Service(CloudStorageService):
         return MultipartSession(key=ref.key, upload_id=str(response["UploadId"]))
 
     def presign_upload_part(
-        self, ref: ObjectRef, upload_id: str, part_number: int, *, expires_in: int
+        self,
+        ref: ObjectRef,
+        upload_id: str,
+        part_number: int,
+        *,
+        expires_in: int,
+        content_length: int,
     ) -> PartInstructions:
         expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
@@ -359,6 +373,10 @@ class S3Service(CloudStorageService):
                     "Key": ref.key,
                     "UploadId": upload_id,
                     "PartNumber": int(part_number),
+                    # Signed (X-Amz-SignedHeaders=content-length;host): S3 refuses a PUT of any
+                    # other length, so a part URL cannot carry more than the declared bytes.
+                    # Browsers and HTTP clients set Content-Length from the body themselves.
+                    "ContentLength": int(content_length),
                 },
                 ExpiresIn=expiry,
                 HttpMethod="PUT",
@@ -425,19 +443,27 @@ class S3Service(CloudStorageService):
                 if _error_code(exc) != "NoSuchUpload":  # already aborted or completed: fine
                     raise
 
-    def abort_stale_multipart_uploads(self, prefix: str, older_than: datetime) -> int:
+    def abort_stale_multipart_uploads(
+        self, prefix: str, older_than: datetime, *, keep: KeepUploads | None = None
+    ) -> int:
         aborted = 0
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
             with self._calling("abort_stale_multipart_uploads (ListMultipartUploads)"):
                 response = self.client.list_multipart_uploads(**kwargs)
-            for upload in response.get("Uploads", []):
-                if upload["Initiated"] >= older_than:
+            stale = [
+                MultipartSession(key=str(upload["Key"]), upload_id=str(upload["UploadId"]))
+                for upload in response.get("Uploads", [])
+                if upload["Initiated"] < older_than
+            ]
+            kept = set(keep(stale)) if keep is not None and stale else set()
+            for upload in stale:
+                if (upload.key, upload.upload_id) in kept:
                     continue
                 with self._calling("abort_stale_multipart_uploads (AbortMultipartUpload)"):
                     try:
                         self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                            Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id
                         )
                     except ClientError as exc:
                         if _error_code(exc) != "NoSuchUpload":  # already gone: fine

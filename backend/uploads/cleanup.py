@@ -29,6 +29,7 @@ that dies mid-run leaves its claims to the same timeout.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from django.utils import timezone
 
 from backend.core.errors import ServiceUnavailable
 from backend.core.models import Provider
-from backend.storage.base import CloudStorageService, ListedObject, ObjectRef
+from backend.storage.base import CloudStorageService, ListedObject, MultipartSession, ObjectRef
 from backend.uploads.models import MediaUpload, UploadStatus
 
 logger = logging.getLogger(__name__)
@@ -328,7 +329,8 @@ def reconcile(
     `failed`, and it was last modified before now - UPLOAD_RECONCILE_GRACE_SECONDS (the grace
     covers an upload whose row is being created or confirmed right now). Rows are looked up
     with one query per listing page. On S3, multipart uploads started before the same cutoff are
-    aborted too."""
+    aborted too, except those a `pending` or `expiring` row owns: such an upload may still be
+    completed (until its expiry + grace), and `expire_orphans` aborts it with its row."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.UPLOAD_RECONCILE_GRACE_SECONDS)
     report = CleanupReport(job=f"reconcile {provider}", dry_run=dry_run)
@@ -359,8 +361,24 @@ def reconcile(
                 flush()
     if not dry_run:
         flush()
-        report.multipart_aborted = service.abort_stale_multipart_uploads(_prefix(), cutoff)
+        report.multipart_aborted = service.abort_stale_multipart_uploads(
+            _prefix(), cutoff, keep=functools.partial(_owned_uploads, provider)
+        )
     return report
+
+
+#: Rows that own their multipart upload: it may still complete, or expire_orphans aborts it.
+MULTIPART_OWNER_STATUSES = (UploadStatus.PENDING, UploadStatus.EXPIRING)
+
+
+def _owned_uploads(provider: str, uploads: Sequence[MultipartSession]) -> set[tuple[str, str]]:
+    """The (key, upload_id) pairs of one listing page that a live row owns (one query)."""
+    owned = MediaUpload.objects.filter(
+        provider=provider,
+        key__in=[u.key for u in uploads],
+        status__in=MULTIPART_OWNER_STATUSES,
+    ).values_list("key", "multipart_upload_id")
+    return {(key, upload_id) for key, upload_id in owned if upload_id}
 
 
 def _aware(value: datetime) -> datetime:

@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from backend.core.config import get_app_config
@@ -78,6 +79,14 @@ def choose_part_size(size: int) -> int:
 
 def part_count(row: MediaUpload) -> int:
     return max(1, math.ceil(row.declared_size / int(row.multipart_part_size or MIN_PART_SIZE)))
+
+
+def part_length(row: MediaUpload, part_number: int) -> int:
+    """The exact byte count of part `part_number`: `part_size`, the remainder for the last."""
+    part_size = int(row.multipart_part_size or MIN_PART_SIZE)
+    if part_number < part_count(row):
+        return part_size
+    return max(1, row.declared_size - (part_count(row) - 1) * part_size)
 
 
 def _ref(row: MediaUpload) -> ObjectRef:
@@ -188,7 +197,10 @@ def _check_part_numbers(row: MediaUpload, numbers: Sequence[int], *, all_require
 
 
 def sign_parts(row: MediaUpload, part_numbers: Sequence[int]) -> list[PartInstructions]:
-    """Presigned PUT URLs for the given parts (signing is local: no provider round trip)."""
+    """Presigned PUT URLs for the given parts (signing is local: no provider round trip).
+
+    Each URL is bound to its part's exact length (`part_length`): the provider refuses a PUT of
+    any other size, so no part can hold more than the declared file allows."""
     _require_open(row)
     if not part_numbers or len(part_numbers) > MAX_PARTS_PER_SIGN_REQUEST:
         raise ValidationFailed(
@@ -202,7 +214,13 @@ def sign_parts(row: MediaUpload, part_numbers: Sequence[int]) -> list[PartInstru
     expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
     ref = _ref(row)
     return [
-        service.presign_upload_part(ref, row.multipart_upload_id, n, expires_in=expires_in)
+        service.presign_upload_part(
+            ref,
+            row.multipart_upload_id,
+            n,
+            expires_in=expires_in,
+            content_length=part_length(row, n),
+        )
         for n in part_numbers
     ]
 
@@ -288,6 +306,8 @@ def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
         status=UploadStatus.DELETED, metadata=metadata, updated_at=now
     )
+    if won:
+        _remove_assembled_object(row)
     row.refresh_from_db()
     if not won and row.status == UploadStatus.UPLOADED:
         raise Conflict(
@@ -297,3 +317,31 @@ def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
         )
     logger.info("multipart upload %s aborted by client", row.id)
     return row
+
+
+def _remove_assembled_object(row: MediaUpload) -> None:
+    """After an abort won the row: delete the object if a racing complete assembled it.
+
+    S3 answers NoSuchUpload to the abort when a complete got there first, and that complete's
+    finalise then finds the row `deleted` (410): without this the object would stay, owned by a
+    deleted row. If the provider cannot be reached now, the row goes to `deleting` and the
+    delete job removes the object (as `services.request_delete`)."""
+    service = CloudStorageFactory.for_upload(row)
+    ref = _ref(row)
+    try:
+        if not service.inspect(ref).exists:
+            return
+        logger.warning(
+            "multipart upload %s: a complete raced the abort; deleting %s", row.id, row.key
+        )
+        if service.delete(ref):
+            return
+    except ServiceUnavailable as exc:
+        logger.warning("multipart upload %s: delete after abort deferred: %s", row.id, exc.message)
+    now = timezone.now()
+    with transaction.atomic():
+        moved = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.DELETED).update(
+            status=UploadStatus.DELETING, claimed_at=now, updated_at=now
+        )
+        if moved:
+            services.enqueue_delete(row.pk)

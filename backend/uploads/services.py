@@ -390,7 +390,7 @@ def _reject(
     else:
         # The row is already failed; the delete job retries until the object is gone.
         logger.warning("upload %s: delete after failed verification deferred", row.id)
-        _enqueue_delete(row.pk)
+        enqueue_delete(row.pk)
     row.status, row.metadata = UploadStatus.FAILED, metadata
     return row
 
@@ -488,7 +488,7 @@ def confirm_upload(*, owner: Any, upload_id: object, payload: Mapping[str, Any])
 # --- delete -----------------------------------------------------------------------------------
 
 
-def _enqueue_delete(upload_id: uuid.UUID) -> None:
+def enqueue_delete(upload_id: uuid.UUID) -> None:
     from backend.uploads import tasks  # lazy: tasks imports this module's callers
 
     transaction.on_commit(lambda: tasks.delete_upload.send(str(upload_id)))
@@ -514,7 +514,7 @@ def request_delete(*, owner: Any, upload_id: object) -> MediaUpload:
             else:
                 row.refresh_from_db()
         if row.status == UploadStatus.DELETING:
-            _enqueue_delete(row.pk)
+            enqueue_delete(row.pk)
     return row
 
 
@@ -690,7 +690,7 @@ def reverify_uploaded(upload_id: object, *, sequencer: str = "") -> MediaUpload:
             MediaUpload.objects.filter(pk=current.pk).update(metadata=current.metadata)
         else:
             logger.warning("upload %s: delete of the replaced object deferred", current.id)
-            _enqueue_delete(current.pk)
+            enqueue_delete(current.pk)
     elif not unchanged:
         logger.info("upload %s re-verified after its object was replaced", current.id)
     return current

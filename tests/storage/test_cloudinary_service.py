@@ -402,3 +402,29 @@ def test_credentials_from_cloudinary_url() -> None:
         CLOUDINARY_TEST_SECRET,
     )
     assert CLOUDINARY_TEST_SECRET not in repr(cfg)
+
+
+def test_admin_api_error_text_stays_in_the_server_log(
+    cloudinary_standin, monkeypatch, caplog
+) -> None:
+    import cloudinary.api
+    import cloudinary.exceptions
+
+    said = f"Invalid api_key {CLOUDINARY_TEST_KEY} for cloud {CLOUDINARY_TEST_CLOUD}"
+
+    def refuse(**kwargs: object) -> object:
+        raise cloudinary.exceptions.AuthorizationRequired(said)
+
+    monkeypatch.setattr(cloudinary.api, "resources", refuse)
+    with pytest.raises(ProviderUnavailable) as caught:
+        cloudinary_standin.service.list_objects("uploads/")
+    assert (
+        caught.value.message == "Cloudinary list_objects (resources) is unavailable; retry later."
+    )
+    assert caught.value.details == {
+        "provider": "cloudinary",
+        "operation": "list_objects (resources)",
+        "code": "AuthorizationRequired",
+    }
+    assert CLOUDINARY_TEST_KEY not in str(caught.value.details)
+    assert any(said in record.getMessage() for record in caplog.records)

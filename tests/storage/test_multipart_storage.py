@@ -53,7 +53,9 @@ def _upload(h: Harness, chunks: list[bytes]) -> tuple[str, list[CompletedPart]]:
     assert session.key == h.ref.key and session.upload_id
     parts = []
     for number, chunk in enumerate(chunks, start=1):
-        signed = h.service.presign_upload_part(h.ref, session.upload_id, number, expires_in=300)
+        signed = h.service.presign_upload_part(
+            h.ref, session.upload_id, number, expires_in=300, content_length=len(chunk)
+        )
         assert signed.part_number == number
         parts.append(CompletedPart(number, h.put_part(signed, chunk)))
     return session.upload_id, parts
@@ -127,7 +129,9 @@ def test_s3_list_parts_reads_every_page(s3_server_storage, monkeypatch) -> None:
 
 
 def test_s3_part_url_is_a_presigned_put_with_the_upload_id(s3_storage) -> None:
-    signed = s3_storage.presign_upload_part(REF, "UPLOAD-1", 7, expires_in=10_000)
+    signed = s3_storage.presign_upload_part(
+        REF, "UPLOAD-1", 7, expires_in=10_000, content_length=5 * MiB
+    )
     assert signed.method == "PUT" and signed.headers == {}
     assert "partNumber=7" in signed.url and "uploadId=UPLOAD-1" in signed.url
     assert "X-Amz-Signature=" in signed.url
@@ -168,7 +172,9 @@ def test_cloudinary_has_no_multipart(cloudinary_standin) -> None:
     assert service.supports_multipart is False
     calls: list[Callable[[], Any]] = [
         functools.partial(service.create_multipart_upload, REF),
-        functools.partial(service.presign_upload_part, REF, "u", 1, expires_in=60),
+        functools.partial(
+            service.presign_upload_part, REF, "u", 1, expires_in=60, content_length=1
+        ),
         functools.partial(service.list_parts, REF, "u"),
         functools.partial(service.complete_multipart_upload, REF, "u", []),
         functools.partial(service.abort_multipart_upload, REF, "u"),
@@ -186,7 +192,93 @@ def test_memory_fake_refuses_tampered_part_urls() -> None:
 
     fake = InMemoryStorageService()
     session = fake.create_multipart_upload(REF)
-    signed = fake.presign_upload_part(REF, session.upload_id, 1, expires_in=60)
+    signed = fake.presign_upload_part(REF, session.upload_id, 1, expires_in=60, content_length=1)
     forged = PartInstructions(1, "PUT", signed.url + "0", {}, signed.expires_at)
     with pytest.raises(UploadRefused):
         fake.accept_part(forged, b"x")
+
+
+def _sigv4_query_signature(url: str, headers: dict[str, str], secret: str) -> str:
+    """What S3 computes for a presigned (query-string SigV4) request with these headers."""
+    import hashlib
+    import hmac
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    pairs = [item.split("=", 1) for item in parts.query.split("&")]
+    query = dict(pairs)
+    canonical_query = "&".join(f"{k}={v}" for k, v in sorted(pairs) if k != "X-Amz-Signature")
+    signed = unquote(query["X-Amz-SignedHeaders"]).split(";")
+    lower = {k.lower(): str(v).strip() for k, v in {**headers, "host": parts.netloc}.items()}
+    canonical_headers = "".join(f"{name}:{lower[name]}\n" for name in signed)
+    canonical = "\n".join(
+        [
+            "PUT",
+            parts.path,
+            canonical_query,
+            canonical_headers,
+            ";".join(signed),
+            "UNSIGNED-PAYLOAD",
+        ]
+    )
+    date, region, service, _ = unquote(query["X-Amz-Credential"]).split("/")[1:]
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            query["X-Amz-Date"],
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = f"AWS4{secret}".encode()
+    for item in (date, region, service, "aws4_request"):
+        key = hmac.new(key, item.encode(), hashlib.sha256).digest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def test_s3_part_url_is_bound_to_the_part_length(s3_storage) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.fixtures.providers import S3_SETTINGS
+
+    signed = s3_storage.presign_upload_part(
+        REF, "UPLOAD-1", 2, expires_in=300, content_length=6 * MiB
+    )
+    query = parse_qs(urlsplit(signed.url).query)
+    assert query["X-Amz-SignedHeaders"] == ["content-length;host"]
+    # No header to send: browsers and HTTP clients set Content-Length from the body.
+    assert signed.headers == {}
+    # S3 accepts the declared length only: the signature of any other length differs.
+    secret = S3_SETTINGS["AWS_SECRET_ACCESS_KEY"]
+    signature = query["X-Amz-Signature"][0]
+    assert _sigv4_query_signature(signed.url, {"Content-Length": str(6 * MiB)}, secret) == signature
+    for wrong in (6 * MiB - 1, 6 * MiB + 1, 5 * 1024 * MiB):
+        assert _sigv4_query_signature(signed.url, {"Content-Length": str(wrong)}, secret) != (
+            signature
+        )
+
+
+def test_s3_part_url_of_the_right_length_uploads_over_http(s3_server_storage) -> None:
+    """The moto server does not check signatures; this proves a real client's PUT (requests
+    sets Content-Length from the body) still goes through with the signed length."""
+    h = Harness(s3_server_storage, _put_over_http)
+    session = h.service.create_multipart_upload(h.ref)
+    signed = h.service.presign_upload_part(
+        h.ref, session.upload_id, 1, expires_in=300, content_length=7
+    )
+    assert "content-length" in signed.url.split("X-Amz-SignedHeaders=")[1].split("&")[0]
+    etag = _put_over_http(signed, b"7 bytes")
+    h.service.complete_multipart_upload(h.ref, session.upload_id, [CompletedPart(1, etag)])
+    assert h.service.inspect(h.ref).size == 7
+
+
+def test_memory_fake_refuses_a_part_of_another_length() -> None:
+    from backend.storage.memory import UploadRefused
+
+    fake = InMemoryStorageService()
+    session = fake.create_multipart_upload(REF)
+    signed = fake.presign_upload_part(REF, session.upload_id, 1, expires_in=60, content_length=4)
+    with pytest.raises(UploadRefused):
+        fake.accept_part(signed, b"12345")
+    assert fake.accept_part(signed, b"1234")

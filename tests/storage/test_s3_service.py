@@ -184,8 +184,12 @@ def test_unreachable_endpoint_is_provider_unavailable_without_secrets(settings) 
         probe = service.probe()
     CloudStorageFactory.reset()
 
-    assert "S3 inspect (HeadObject) failed" in caught.value.message
-    assert caught.value.details == {"provider": "s3", "operation": "inspect (HeadObject)"}
+    assert caught.value.message == "S3 inspect (HeadObject) is unavailable; retry later."
+    assert caught.value.details == {
+        "provider": "s3",
+        "operation": "inspect (HeadObject)",
+        "code": "EndpointConnectionError",
+    }
     assert probe.ok is False and "head_bucket" in (probe.error or "")
     for text in (caught.value.message, probe.error or ""):
         assert S3_SETTINGS["AWS_SECRET_ACCESS_KEY"] not in text

@@ -148,3 +148,43 @@ def test_reconcile_at_s3_deletes_strays_and_aborts_stale_multipart_uploads(both,
     assert not s3.inspect(ObjectRef(stray)).exists
     uploads = s3.client.list_multipart_uploads(Bucket=S3_TEST_BUCKET).get("Uploads", [])
     assert started["UploadId"] not in {u["UploadId"] for u in uploads}
+
+
+def test_reconcile_at_s3_leaves_multipart_uploads_of_live_rows(both, owner, monkeypatch) -> None:
+    """A pending multipart row may still complete until expires_at + grace (a day): reconcile
+    must not abort its upload, even long after its own grace. One row lookup per listing page."""
+    from backend.uploads import multipart
+    from tests.fixtures.providers import use_provider
+
+    s3, _ = both
+    use_provider("s3")
+    live = multipart.create_multipart_upload(
+        owner=owner, filename="big.png", content_type="image/png", size=6 * 1024 * 1024
+    )
+    strays = [
+        s3.client.create_multipart_upload(
+            Bucket=S3_TEST_BUCKET, Key=f"uploads/{owner.pk}/{uuid.uuid4().hex}/big.mp4"
+        )["UploadId"]
+        for _ in range(2)
+    ]
+    original = s3.client.list_multipart_uploads
+    pages: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        s3.client, "list_multipart_uploads", lambda **kw: pages.append(kw) or original(**kw)
+    )
+    lookups: list[int] = []
+    owned = cleanup._owned_uploads
+    monkeypatch.setattr(
+        cleanup,
+        "_owned_uploads",
+        lambda p, uploads: lookups.append(len(uploads)) or owned(p, uploads),
+    )
+
+    report = cleanup.reconcile("s3", now=timezone.now() + timedelta(hours=2))
+
+    assert report.multipart_aborted == 2
+    assert lookups == [3] and len(pages) == 1  # one row lookup for the page
+    left = {u["UploadId"] for u in original(Bucket=S3_TEST_BUCKET).get("Uploads", [])}
+    assert left == {live.multipart_upload_id}
+    assert MediaUpload.objects.get(pk=live.pk).status == UploadStatus.PENDING
+    assert not set(strays) & left

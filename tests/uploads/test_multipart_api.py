@@ -38,6 +38,15 @@ def other(django_user_model: Any) -> APIClient:
     return client_for(django_user_model.objects.create_user("mp-other", password="pw-mp-oth-1"))
 
 
+def uppy_error_of(response: Any) -> dict[str, Any]:
+    """An /api/v1/s3/* error: this API's `error` object plus a top-level `message` for Uppy."""
+    body = response.json()
+    assert set(body) == {"message", "error"}, body
+    assert body["message"] == body["error"]["message"] and body["message"]
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    return dict(body["error"])
+
+
 def create(client: APIClient, size: int = 12 * MiB) -> dict[str, Any]:
     response = client.post(
         CREATE, {"filename": "big.png", "content_type": "image/png", "size": size}, format="json"
@@ -83,7 +92,8 @@ def test_anonymous_is_refused(memory_storage) -> None:
     ]:
         response = getattr(anon, method)(url, {}, format="json")
         assert response.status_code == 401, (method, url)
-        assert error_of(response)["code"] == "not_authenticated"
+        err = uppy_error_of(response) if url.startswith(UPPY) else error_of(response)
+        assert err["code"] == "not_authenticated"
 
 
 def test_native_flow(client, memory_storage) -> None:
@@ -119,7 +129,8 @@ def test_someone_elses_upload_is_404(client, other, memory_storage) -> None:
     ]:
         response = getattr(other, method)(url, body, format="json")
         assert response.status_code == 404, (method, url, response.content)
-        assert error_of(response)["code"] == "not_found"
+        err = uppy_error_of(response) if url.startswith(UPPY) else error_of(response)
+        assert err["code"] == "not_found"
     assert MediaUpload.objects.get(pk=created["id"]).status == UploadStatus.PENDING
 
 
@@ -134,7 +145,7 @@ def test_part_number_out_of_range_is_400(client, memory_storage) -> None:
     assert err["details"]["part_count"] == 3
     uppy = client.get(f"{UPPY}/{created['upload_id']}/4?key={created['key']}")
     assert uppy.status_code == 400
-    assert error_of(uppy)["code"] == "invalid_part_number"
+    assert uppy_error_of(uppy)["code"] == "invalid_part_number"
 
 
 def test_unknown_fields_are_named(client, memory_storage) -> None:
@@ -172,7 +183,7 @@ def test_cloudinary_active_is_400_multipart_not_supported(
         ),
     ):
         assert response.status_code == 400
-        err = error_of(response)
+        err = uppy_error_of(response) if response.wsgi_request.path == UPPY else error_of(response)
         assert err["code"] == "multipart_not_supported"
         assert "cloudinary" in err["message"]
 
@@ -185,7 +196,7 @@ def test_uppy_create_needs_the_size_in_metadata(client, memory_storage) -> None:
         UPPY, {"filename": "a.png", "type": "image/png", "metadata": {}}, format="json"
     )
     assert response.status_code == 400
-    assert "metadata.size" in error_of(response)["message"]
+    assert "metadata.size" in uppy_error_of(response)["message"]
     # Uppy may stringify meta values: a digit string is taken.
     ok = client.post(
         UPPY,
@@ -233,7 +244,7 @@ def test_uppy_key_must_match_the_upload(client, memory_storage) -> None:
     assert wrong_key.status_code == 404
     missing_key = client.get(f"{UPPY}/{created['upload_id']}")
     assert missing_key.status_code == 400
-    assert "key" in error_of(missing_key)["details"]["fields"]
+    assert "key" in uppy_error_of(missing_key)["details"]["fields"]
 
 
 def test_uppy_abort_answers_empty_object(client, memory_storage) -> None:
@@ -242,3 +253,42 @@ def test_uppy_abort_answers_empty_object(client, memory_storage) -> None:
     assert response.status_code == 200
     assert response.json() == {}
     assert MediaUpload.objects.get(pk=created["id"]).status == UploadStatus.DELETED
+
+
+def test_uppy_pairs_mixing_two_users_uploads_are_404(client, other, memory_storage) -> None:
+    """(uploadId, key) must name one upload of the caller: half of it from someone else's real
+    upload is 404 on every Uppy call, and neither upload changes."""
+    mine, theirs = create(client), create(other)
+    mixes = [
+        (mine["upload_id"], theirs["key"]),  # my uploadId, their real key
+        (theirs["upload_id"], mine["key"]),  # their uploadId, my real key
+        (theirs["upload_id"], theirs["key"]),  # theirs entirely
+    ]
+    for upload_id, key in mixes:
+        for method, url, body in [
+            ("get", f"{UPPY}/{upload_id}/1?key={key}", None),
+            ("get", f"{UPPY}/{upload_id}?key={key}", None),
+            ("post", f"{UPPY}/{upload_id}/complete?key={key}", {"parts": []}),
+            ("delete", f"{UPPY}/{upload_id}?key={key}", None),
+        ]:
+            response = getattr(client, method)(url, body, format="json")
+            assert response.status_code == 404, (method, url, response.content)
+            assert uppy_error_of(response)["code"] == "not_found"
+    statuses = MediaUpload.objects.values_list("status", flat=True)
+    assert set(statuses) == {UploadStatus.PENDING}
+    assert len(memory_storage.multipart_upload_ids()) == 2
+
+
+def test_uppy_errors_carry_a_top_level_message(client, memory_storage) -> None:
+    """Uppy's Companion client shows `message` of a 4xx body; our `error` object stays."""
+    created = create(client)
+    done = client.delete(f"{UPPY}/{created['upload_id']}?key={created['key']}")
+    assert done.status_code == 200
+    gone = client.get(f"{UPPY}/{created['upload_id']}/1?key={created['key']}")
+    assert gone.status_code == 410
+    assert uppy_error_of(gone)["code"] == "deleted"
+    # Our own endpoints keep the plain shape.
+    native = client.post(
+        f"/api/v1/uploads/{created['id']}/multipart/parts/", {"part_numbers": [1]}, format="json"
+    )
+    assert native.status_code == 410 and error_of(native)["code"] == "deleted"

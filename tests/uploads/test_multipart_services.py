@@ -183,12 +183,13 @@ def test_provider_outage_leaves_the_row_unchanged(memory_storage, owner) -> None
     memory_storage.available = False
     for call in (
         lambda: multipart.list_parts(row),
-        lambda: multipart.sign_parts(row, [1]),
         lambda: multipart.complete_multipart_upload(row, parts),
         lambda: multipart.abort_multipart_upload(row),
     ):
         with pytest.raises(ProviderUnavailable):
             call()
+    # Signing is local (S3 presigning makes no request), so it keeps working during an outage.
+    assert [p.part_number for p in multipart.sign_parts(row, [1, 2])] == [1, 2]
     assert MediaUpload.objects.values().get(pk=row.pk) == before
     with pytest.raises(ProviderUnavailable):
         start(owner, 6 * MiB)
@@ -250,3 +251,79 @@ def test_cloudinary_active_is_refused(cloudinary_standin, use_provider, owner) -
     assert caught.value.code == "multipart_not_supported"
     assert "cloudinary" in caught.value.message
     assert MediaUpload.objects.count() == 0
+
+
+def test_s3_outage_leaves_the_row_unchanged_and_signing_needs_no_request(
+    s3_storage, use_provider, owner, monkeypatch
+) -> None:
+    """The same against S3Service: every S3 request fails, the row stays as it was."""
+    from botocore.exceptions import EndpointConnectionError
+
+    use_provider("s3")
+    row = start(owner, 12 * MiB)
+    before = MediaUpload.objects.values().get(pk=row.pk)
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    for name in (
+        "list_parts",
+        "complete_multipart_upload",
+        "abort_multipart_upload",
+        "head_object",
+        "get_object",
+        "create_multipart_upload",
+    ):
+        monkeypatch.setattr(s3_storage.client, name, down)
+    parts = [CompletedPart(n, '"etag"') for n in (1, 2, 3)]
+    for call in (
+        lambda: multipart.list_parts(row),
+        lambda: multipart.complete_multipart_upload(row, parts),
+        lambda: multipart.abort_multipart_upload(row),
+        lambda: start(owner, 6 * MiB),
+    ):
+        with pytest.raises(ProviderUnavailable):
+            call()
+    assert len(multipart.sign_parts(row, [1, 2, 3])) == 3
+    assert MediaUpload.objects.values().get(pk=row.pk) == before
+    assert MediaUpload.objects.count() == 1
+
+
+def test_part_urls_are_bound_to_each_part_length(memory_storage, owner) -> None:
+    from backend.storage.memory import UploadRefused
+
+    data = png_bytes(12 * MiB)
+    row = start(owner, len(data))
+    assert [multipart.part_length(row, n) for n in (1, 2, 3)] == [5 * MiB, 5 * MiB, 2 * MiB]
+    first, last = multipart.sign_parts(row, [1, 3])
+    with pytest.raises(UploadRefused):
+        memory_storage.accept_part(last, data[: 5 * MiB])  # more than the last part holds
+    with pytest.raises(UploadRefused):
+        memory_storage.accept_part(first, data[: 6 * MiB])
+    assert memory_storage.accept_part(last, data[10 * MiB :])
+
+
+def test_reconcile_keeps_multipart_uploads_a_live_row_owns(memory_storage, owner) -> None:
+    from django.test import override_settings
+
+    from backend.storage.base import ObjectRef
+
+    live = start(owner, 6 * MiB)
+    claimed = start(owner, 6 * MiB)
+    MediaUpload.objects.filter(pk=claimed.pk).update(
+        status=UploadStatus.EXPIRING, claimed_at=timezone.now()
+    )
+    stray = memory_storage.create_multipart_upload(ObjectRef(f"uploads/{owner.pk}/x/stray.bin"))
+    # Reconcile an hour after the start: older than its grace, well within the rows' lifetime.
+    later = timezone.now() + timedelta(hours=1)
+    with override_settings(UPLOAD_RECONCILE_GRACE_SECONDS=600):
+        report = cleanup.reconcile("s3", now=later)
+
+    assert report.multipart_aborted == 1
+    remaining = memory_storage.multipart_upload_ids()
+    assert stray.upload_id not in remaining
+    assert {live.multipart_upload_id, claimed.multipart_upload_id} <= set(remaining)
+    # The live upload still completes.
+    data = png_bytes(6 * MiB)
+    done = multipart.complete_multipart_upload(live, upload_parts(memory_storage, live, data))
+    assert done.status == UploadStatus.UPLOADED

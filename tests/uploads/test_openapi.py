@@ -100,3 +100,19 @@ def test_schema_lists_the_multipart_and_uppy_endpoints(schema) -> None:
     assert next(iter(example.values()))["value"]["error"]["code"] == "multipart_not_supported"
     sign = paths["/api/v1/s3/multipart/{upload_id}/{part_number}"]["get"]
     assert any(p["name"] == "key" and p["required"] for p in sign["parameters"])
+
+
+def test_schema_documents_multipart_conflicts_and_uppy_messages(schema) -> None:
+    paths = schema["paths"]
+    for path, method in [
+        ("/api/v1/s3/multipart/{upload_id}/{part_number}", "get"),
+        ("/api/v1/s3/multipart/{upload_id}", "get"),
+        ("/api/v1/uploads/{upload_id}/multipart/parts/", "post"),
+        ("/api/v1/uploads/{upload_id}/multipart/parts/", "get"),
+    ]:
+        responses = paths[path][method]["responses"]
+        assert {"409", "422"} <= set(responses), (path, method)
+    sign = paths["/api/v1/s3/multipart/{upload_id}/{part_number}"]["get"]["responses"]
+    example = next(iter(sign["409"]["content"]["application/json"]["examples"].values()))
+    assert example["value"]["message"] == example["value"]["error"]["message"]
+    assert example["value"]["error"]["code"] == "multipart_completed"

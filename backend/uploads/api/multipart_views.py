@@ -60,6 +60,12 @@ COMPLETED = schema.error(
     "multipart_completed",
     "This multipart upload is already complete.",
 )
+FAILED = schema.error(
+    "The upload failed verification earlier; start a new upload.",
+    "verification_failed",
+    "Upload verification failed: declared image/png but the first bytes are not PNG",
+)
+UPPY = schema.uppy_error
 KEY_PARAM = OpenApiParameter(
     "key", str, location=OpenApiParameter.QUERY, required=True, description="The object key."
 )
@@ -154,6 +160,7 @@ class MultipartPartsApi(ScopedByMethod):
             404: schema.NOT_FOUND,
             409: COMPLETED,
             410: GONE,
+            422: FAILED,
             503: schema.PROVIDER_DOWN,
         },
     )
@@ -172,6 +179,7 @@ class MultipartPartsApi(ScopedByMethod):
             404: schema.NOT_FOUND,
             409: COMPLETED,
             410: GONE,
+            422: FAILED,
             503: schema.PROVIDER_DOWN,
         },
     )
@@ -241,6 +249,20 @@ class MultipartAbortApi(AuthenticatedApi):
 # --- Uppy Companion shape: /api/v1/s3/multipart ... ---------------------------------------------
 
 
+class UppyApi(ScopedByMethod):
+    """The Companion-shaped endpoints: error bodies also carry a top-level `message`.
+
+    Uppy's Companion client reads `message` from an error body (a 4xx message is shown to the
+    user as is); the `error` object of this API's shape stays for other clients."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        body = response.data
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            response.data = {"message": str(body["error"].get("message", "")), **body}
+        return response
+
+
 def _uppy_row(request: Request, upload_id: str) -> MediaUpload:
     query = UppyKeyQuerySerializer(data=request.query_params)
     query.is_valid(raise_exception=True)
@@ -249,7 +271,7 @@ def _uppy_row(request: Request, upload_id: str) -> MediaUpload:
     )
 
 
-class UppyCreateApi(ScopedByMethod):
+class UppyCreateApi(UppyApi):
     throttle_scopes = {"POST": "upload_create"}
 
     @extend_schema(
@@ -262,9 +284,9 @@ class UppyCreateApi(ScopedByMethod):
         request=UppyCreateInputSerializer,
         responses={
             200: UppyCreateOutputSerializer,
-            400: VALIDATION,
-            401: schema.UNAUTHORIZED,
-            503: schema.PROVIDER_DOWN,
+            400: UPPY(VALIDATION),
+            401: UPPY(schema.UNAUTHORIZED),
+            503: UPPY(schema.PROVIDER_DOWN),
         },
     )
     def post(self, request: Request) -> Response:
@@ -280,7 +302,7 @@ class UppyCreateApi(ScopedByMethod):
         return Response(UppyCreateOutputSerializer(body).data)
 
 
-class UppySignPartApi(ScopedByMethod):
+class UppySignPartApi(UppyApi):
     throttle_scopes = {"GET": "upload_part"}
 
     @extend_schema(
@@ -289,10 +311,12 @@ class UppySignPartApi(ScopedByMethod):
         parameters=[KEY_PARAM],
         responses={
             200: UppySignedPartSerializer,
-            400: BAD_PART,
-            404: schema.NOT_FOUND,
-            410: GONE,
-            503: schema.PROVIDER_DOWN,
+            400: UPPY(BAD_PART),
+            404: UPPY(schema.NOT_FOUND),
+            409: UPPY(COMPLETED),
+            410: UPPY(GONE),
+            422: UPPY(FAILED),
+            503: UPPY(schema.PROVIDER_DOWN),
         },
     )
     def get(self, request: Request, upload_id: str, part_number: int) -> Response:
@@ -303,7 +327,7 @@ class UppySignPartApi(ScopedByMethod):
         return Response(UppySignedPartSerializer(body).data)
 
 
-class UppyMultipartApi(ScopedByMethod):
+class UppyMultipartApi(UppyApi):
     throttle_scopes = {"GET": "upload_part"}
 
     @extend_schema(
@@ -312,9 +336,11 @@ class UppyMultipartApi(ScopedByMethod):
         parameters=[KEY_PARAM],
         responses={
             200: UppyPartSerializer(many=True),
-            404: schema.NOT_FOUND,
-            410: GONE,
-            503: schema.PROVIDER_DOWN,
+            404: UPPY(schema.NOT_FOUND),
+            409: UPPY(COMPLETED),
+            410: UPPY(GONE),
+            422: UPPY(FAILED),
+            503: UPPY(schema.PROVIDER_DOWN),
         },
     )
     def get(self, request: Request, upload_id: str) -> Response:
@@ -332,9 +358,9 @@ class UppyMultipartApi(ScopedByMethod):
         request=None,
         responses={
             200: inline_serializer("UppyAbortOutput", fields={}),
-            404: schema.NOT_FOUND,
-            409: COMPLETED,
-            503: schema.PROVIDER_DOWN,
+            404: UPPY(schema.NOT_FOUND),
+            409: UPPY(COMPLETED),
+            503: UPPY(schema.PROVIDER_DOWN),
         },
     )
     def delete(self, request: Request, upload_id: str) -> Response:
@@ -343,7 +369,7 @@ class UppyMultipartApi(ScopedByMethod):
         return Response({})
 
 
-class UppyCompleteApi(ScopedByMethod):
+class UppyCompleteApi(UppyApi):
     throttle_scopes = {"POST": "upload_confirm"}
 
     @extend_schema(
@@ -353,15 +379,18 @@ class UppyCompleteApi(ScopedByMethod):
         request=UppyCompleteInputSerializer,
         responses={
             200: UppyCompleteOutputSerializer,
-            400: BAD_PART,
-            404: schema.NOT_FOUND,
-            410: GONE,
-            422: schema.error(
-                "The assembled object does not match the declaration; it was deleted.",
-                "verification_failed",
-                "Upload verification failed: declared image/png but the first bytes are not PNG",
+            400: UPPY(BAD_PART),
+            404: UPPY(schema.NOT_FOUND),
+            410: UPPY(GONE),
+            422: UPPY(
+                schema.error(
+                    "The assembled object does not match the declaration; it was deleted.",
+                    "verification_failed",
+                    "Upload verification failed: declared image/png but the first bytes are not "
+                    "PNG",
+                )
             ),
-            503: schema.PROVIDER_DOWN,
+            503: UPPY(schema.PROVIDER_DOWN),
         },
     )
     def post(self, request: Request, upload_id: str) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 
-from backend.uploads.api.serializers import ErrorSerializer
+from backend.uploads.api.serializers import ErrorSerializer, UppyErrorSerializer
 
 UPLOAD_ID = "3f1c7a52-9a7e-4c51-8d2e-6f0b2c1d9e11"
 S3_KEY = f"uploads/42/{UPLOAD_ID.replace('-', '')}/holiday.jpg"
@@ -26,6 +26,21 @@ def error(
     )
 
 
+def uppy_error(response: OpenApiResponse) -> OpenApiResponse:
+    """The same error response for a /api/v1/s3/* endpoint (top-level `message` added)."""
+    return OpenApiResponse(
+        response=UppyErrorSerializer,
+        description=response.description,
+        examples=[
+            OpenApiExample(
+                example.name,
+                value={"message": example.value["error"]["message"], **example.value},
+            )
+            for example in response.examples or []
+        ],
+    )
+
+
 UNAUTHORIZED = error(
     "Missing or invalid credentials (send `Authorization: Token <key>`).",
     "not_authenticated",
@@ -35,7 +50,8 @@ NOT_FOUND = error("No such upload for this user.", "not_found", "No upload with 
 PROVIDER_DOWN = error(
     "The storage provider is unreachable or not configured. Retry after `Retry-After` seconds.",
     "provider_unavailable",
-    "S3 head_object failed: the provider did not answer.",
+    "S3 inspect (HeadObject) is unavailable; retry later.",
+    {"provider": "s3", "operation": "inspect (HeadObject)", "code": "SlowDown"},
 )
 
 CREATE_REQUEST_EXAMPLE = OpenApiExample(

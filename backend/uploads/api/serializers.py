@@ -116,6 +116,13 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
+class UppyErrorSerializer(serializers.Serializer):
+    """Error body of the Companion-shaped /api/v1/s3/* endpoints: `message` is what Uppy shows."""
+
+    message = serializers.CharField(help_text="The same text as `error.message`.")
+    error = ErrorDetailSerializer()
+
+
 class TokenInputSerializer(serializers.Serializer):
     username = serializers.CharField()
     password = serializers.CharField(style={"input_type": "password"})
