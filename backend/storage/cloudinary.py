@@ -277,27 +277,7 @@ class CloudinaryService(CloudStorageService):
         )
 
     def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
-        if length <= 0:
-            return b""
-        response = self._cdn_request(
-            "GET", self.delivery_url(ref), {"Range": f"bytes=0-{length - 1}"}
-        )
-        try:
-            if response.status_code == 404:
-                return None
-            if response.status_code == 416:  # empty object
-                return b""
-            if response.status_code >= 400:
-                raise ProviderUnavailable(
-                    f"Cloudinary delivery GET answered {response.status_code}.",
-                    details={"provider": self.name, "operation": "delivery GET"},
-                )
-            with self._calling("delivery GET"):
-                # A server that ignores Range sends everything: read no more than asked.
-                data = response.raw.read(length, decode_content=True)
-            return bytes(data[:length])
-        finally:
-            response.close()
+        return self.inspect_with_head(ref, length)[1]
 
     def inspect_with_head(
         self, ref: ObjectRef, length: int = 512

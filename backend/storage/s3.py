@@ -235,25 +235,7 @@ class S3Service(CloudStorageService):
         )
 
     def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
-        if length <= 0:
-            return b""
-        with self._calling("read_head (GetObject)"):
-            try:
-                response = self.client.get_object(
-                    Bucket=self.bucket, Key=ref.key, Range=f"bytes=0-{length - 1}"
-                )
-            except ClientError as exc:
-                code = _error_code(exc)
-                if code in _NOT_FOUND_CODES:
-                    return None
-                if code == "InvalidRange":  # an empty object has no byte 0
-                    return b""
-                raise
-            body = response["Body"]
-            try:
-                return bytes(body.read(length))
-            finally:
-                body.close()
+        return self.inspect_with_head(ref, length)[1]
 
     def inspect_with_head(
         self, ref: ObjectRef, length: int = 512
