@@ -8,6 +8,15 @@
  *   <method> upload.url                   (XHR, so the browser reports real upload progress)
  *   POST {apiBase}/uploads/{id}/confirm/  ({} for S3; the provider's JSON answer for Cloudinary)
  *
+ * Large files on S3 (file.size >= multipartThreshold) go up as an S3 multipart upload instead:
+ *
+ *   POST   {apiBase}/uploads/multipart/                 -> {id, part_size, part_count, ...}
+ *   POST   {apiBase}/uploads/{id}/multipart/parts/      {part_numbers} -> presigned PUT URLs
+ *   PUT    each part (a Blob slice; XHR, progress summed over the parts) -> ETag header
+ *   POST   {apiBase}/uploads/{id}/multipart/complete/   {parts: [{part_number, etag}]}
+ *   GET    {apiBase}/uploads/{id}/multipart/parts/      (on retry: only missing parts are sent)
+ *   DELETE {apiBase}/uploads/{id}/multipart/            (on cancel)
+ *
  * Usage: <upload-widget api-base="/api/v1"></upload-widget>, or mount(element, options).
  * Events (bubbling CustomEvents on the widget element): upload:progress, upload:done,
  * upload:error, upload:cancel. See docs/widget.md.
@@ -24,12 +33,18 @@ const DEFAULTS = Object.freeze({
   credentials: "same-origin",
   concurrency: 3,
   multiple: true,
+  multipartThreshold: 100 * 1024 * 1024,
+  partConcurrency: 3,
 });
 
 // Instructions this close to expiry are not reused for a retry: a fresh presign is cheaper
 // than an upload the provider refuses at the end.
 const INSTRUCTIONS_SAFETY_MS = 30_000;
 const MILESTONES = [25, 50, 75];
+// The API signs at most this many parts per request.
+const SIGN_BATCH = 100;
+// S3 refusals of a complete that a retry can fix by re-sending parts (the upload stays pending).
+const RESUMABLE_COMPLETE_CODES = ["invalid_part", "part_too_small", "missing_parts"];
 
 let instanceCounter = 0;
 
@@ -220,6 +235,15 @@ class UploadItem {
 
   async run() {
     try {
+      if (!this.upload) {
+        this.setState("presigning", "Preparing upload…");
+        this.multipart = await this.controller.wantsMultipart(this.file);
+        if (this.state === "cancelled") return;
+      }
+      if (this.multipart) {
+        await this.runMultipart();
+        return;
+      }
       if (!this.upload || this.instructionsStale()) {
         this.setState("presigning", "Preparing upload…");
         this.upload = await this.controller.presign(this);
@@ -237,6 +261,201 @@ class UploadItem {
       if (this.state === "cancelled") return;
       this.fail(error);
     }
+  }
+
+  /** Large files on S3: create (or resume), send the missing parts, complete. */
+  async runMultipart() {
+    this.abort = new AbortController();
+    const { signal } = this.abort;
+    try {
+      if (this.upload && !this.partsDone) {
+        this.setState("presigning", "Resuming upload…");
+        try {
+          // Resume: S3 tells which parts it already holds; only the others are sent again.
+          const held = await this.controller.multipartCall(this, "GET", "parts/", null, "upload", signal);
+          this.parts = new Map(
+            held.parts
+              .filter((part) => part.size === this.partLength(part.part_number))
+              .map((part) => [part.part_number, part.etag]),
+          );
+        } catch (error) {
+          if (!(error instanceof UploadError && error.status === 410)) throw error;
+          this.upload = null; // expired or aborted meanwhile: start over
+        }
+      }
+      if (this.state === "cancelled") return;
+      if (!this.upload) {
+        this.setState("presigning", "Preparing upload…");
+        const created = await this.controller.createMultipart(this, signal);
+        if (this.state === "cancelled") {
+          this.controller.abortMultipart(created.id);
+          return;
+        }
+        this.upload = created;
+        this.parts = new Map();
+        this.partsDone = false;
+      }
+      if (!this.partsDone) {
+        await this.sendParts(signal);
+        this.partsDone = true;
+      }
+      this.setState("confirming", "Verifying…");
+      const parts = [...this.parts].map(([number, etag]) => ({ part_number: number, etag }));
+      try {
+        this.result = await this.controller.multipartCall(this, "POST", "complete/", { parts }, "confirm", signal);
+      } catch (error) {
+        if (error instanceof UploadError && RESUMABLE_COMPLETE_CODES.includes(error.code)) {
+          this.partsDone = false; // S3 refused some part: a retry lists and re-sends
+        }
+        throw error;
+      }
+    } finally {
+      this.abort = null;
+    }
+    this.finish();
+  }
+
+  partLength(number) {
+    const size = this.upload.part_size;
+    return Math.max(0, Math.min(size, this.file.size - (number - 1) * size));
+  }
+
+  /** Upload every part S3 does not hold yet, `partConcurrency` at a time. */
+  async sendParts(signal) {
+    const count = this.upload.part_count;
+    const missing = [];
+    for (let number = 1; number <= count; number += 1) {
+      if (!this.parts.has(number)) missing.push(number);
+    }
+    this.partXhrs = new Set();
+    this.partLoaded = new Map(); // part number -> bytes sent so far, for parts in flight
+    this.heldBytes = 0;
+    for (const number of this.parts.keys()) this.heldBytes += this.partLength(number);
+    this.signed = new Map(); // part number -> Promise of its instructions
+    this.loaded = this.heldBytes;
+    this.lastReported = 0;
+    this.setState("uploading", `Uploading ${this.percent} %`);
+    this.controller.announce(`${this.file.name}: uploading`);
+    this.progressed();
+
+    const queue = missing.slice();
+    let failure = null;
+    const worker = async () => {
+      while (queue.length && !failure && this.state === "uploading") {
+        const number = queue.shift();
+        try {
+          const part = await this.partInstructions(number, missing, signal);
+          if (failure || this.state !== "uploading") return;
+          this.parts.set(number, await this.sendPart(number, part));
+        } catch (error) {
+          // Parts already in flight may finish (S3 keeps them for a retry); no new ones start.
+          if (!failure) failure = error;
+        }
+      }
+    };
+    const workers = Math.max(1, Math.min(Number(this.controller.options.partConcurrency) || 1, missing.length));
+    await Promise.all(Array.from({ length: workers }, worker));
+    this.partXhrs.clear();
+    if (failure) throw failure;
+    if (this.state !== "uploading") throw new UploadError("Cancelled", { stage: "upload" });
+  }
+
+  /** A part's PUT instructions; signs it with the next unsigned missing parts (one request). */
+  async partInstructions(number, missing, signal) {
+    const pending = this.signed.get(number);
+    if (pending) {
+      const part = await pending;
+      const expires = Date.parse(part.expires_at);
+      if (Number.isFinite(expires) && expires - Date.now() >= INSTRUCTIONS_SAFETY_MS) return part;
+    }
+    const batch = [number];
+    for (const other of missing.slice(missing.indexOf(number) + 1)) {
+      if (batch.length >= SIGN_BATCH) break;
+      if (!this.signed.has(other) && !this.parts.has(other)) batch.push(other);
+    }
+    const request = this.controller
+      .multipartCall(this, "POST", "parts/", { part_numbers: batch }, "upload", signal)
+      .then((body) => new Map(body.parts.map((part) => [part.part_number, part])));
+    for (const other of batch) {
+      const one = request.then((parts) => parts.get(other));
+      one.catch(() => {}); // awaited (and reported) only by the worker that needs it
+      this.signed.set(other, one);
+    }
+    return this.signed.get(number);
+  }
+
+  /** PUT one part (a slice of the file); resolves with S3's ETag. */
+  sendPart(number, part) {
+    const start = (number - 1) * this.upload.part_size;
+    const length = this.partLength(number);
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      this.partXhrs.add(xhr);
+      const settle = () => {
+        this.partXhrs.delete(xhr);
+        this.partLoaded.delete(number);
+      };
+      xhr.open((part.method || "PUT").toUpperCase(), part.url);
+      for (const [name, value] of Object.entries(part.headers || {})) {
+        xhr.setRequestHeader(name, value);
+      }
+      xhr.upload.onprogress = (event) => {
+        this.partLoaded.set(number, Math.min(event.loaded, length));
+        this.partsProgressed();
+      };
+      xhr.onload = () => {
+        settle();
+        if (xhr.status >= 200 && xhr.status < 300) {
+          const etag = xhr.getResponseHeader("ETag");
+          if (!etag) {
+            this.partsProgressed();
+            reject(
+              new UploadError(
+                "The storage provider's answer has no readable ETag (the bucket's CORS rule must expose ETag).",
+                { stage: "upload", status: xhr.status },
+              ),
+            );
+            return;
+          }
+          this.heldBytes += length;
+          this.partsProgressed();
+          resolve(etag);
+        } else {
+          this.partsProgressed();
+          // A part refused (e.g. an expired URL) is signed again on retry; the upload stays.
+          reject(
+            new UploadError(`The storage provider refused the file: ${providerMessage(xhr)}`, {
+              stage: "upload",
+              status: xhr.status,
+              retryable: true,
+            }),
+          );
+        }
+      };
+      xhr.onerror = () => {
+        settle();
+        this.partsProgressed();
+        reject(
+          new UploadError("Could not reach the storage provider (network or CORS error).", {
+            stage: "upload",
+            retryable: true,
+          }),
+        );
+      };
+      xhr.onabort = () => {
+        settle();
+        reject(new UploadError("Cancelled", { stage: "upload" }));
+      };
+      xhr.send(this.file.slice(start, start + length));
+    });
+  }
+
+  partsProgressed() {
+    if (this.state !== "uploading") return;
+    let loaded = this.heldBytes;
+    for (const bytes of this.partLoaded.values()) loaded += bytes;
+    this.loaded = Math.min(loaded, this.file.size);
+    this.progressed();
   }
 
   instructionsStale() {
@@ -388,10 +607,16 @@ class UploadItem {
 
   cancel() {
     if (!["queued", "presigning", "uploading"].includes(this.state)) return;
-    // The server row stays pending; the cleanup job removes it once its instructions expire.
+    // A single upload's row stays pending; the cleanup job removes it once its instructions
+    // expire. A multipart upload is aborted now (S3 frees the parts, the row becomes deleted).
     this.setState("cancelled", "Cancelled");
     if (this.abort) this.abort.abort();
     if (this.xhr) this.xhr.abort();
+    for (const xhr of this.partXhrs || []) xhr.abort();
+    if (this.multipart && this.upload) {
+      this.controller.abortMultipart(this.upload.id);
+      this.upload = null;
+    }
     this.loaded = 0;
     this.providerPayload = null;
     this.sync();
@@ -413,6 +638,11 @@ class UploadItem {
   }
 
   remove() {
+    if (this.multipart && this.upload && this.state === "error") {
+      // Nobody will retry it: free the parts S3 holds instead of waiting for the cleanup job.
+      this.controller.abortMultipart(this.upload.id);
+      this.upload = null;
+    }
     if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
     this.node.remove();
     this.controller.forget(this);
@@ -581,6 +811,62 @@ export class UploadController {
     return response.json();
   }
 
+  /** Multipart for this file? Only on S3 (from GET /config/) and from multipartThreshold up. */
+  async wantsMultipart(file) {
+    await this.ready;
+    const threshold = Number(this.options.multipartThreshold);
+    return Boolean(
+      this.config && this.config.provider === "s3" && threshold > 0 && file.size >= threshold,
+    );
+  }
+
+  async createMultipart(item, signal) {
+    return this.apiCall("POST", "/uploads/multipart/", {
+      body: { filename: item.file.name, content_type: item.contentType, size: item.file.size },
+      stage: "presign",
+      signal,
+    });
+  }
+
+  /** `path` is relative to /uploads/{id}/multipart/. */
+  async multipartCall(item, method, path, body, stage, signal) {
+    const base = `/uploads/${encodeURIComponent(item.upload.id)}/multipart/`;
+    try {
+      return await this.apiCall(method, base + path, { body, stage, signal });
+    } catch (error) {
+      // Gone (expired, aborted): a retry starts a new upload.
+      if (error instanceof UploadError && error.status === 410) error.retryable = true;
+      throw error;
+    }
+  }
+
+  async apiCall(method, path, { body = null, stage, signal } = {}) {
+    let response;
+    try {
+      response = await fetch(`${this.options.apiBase}${path}`, {
+        method,
+        headers: this.headers(body !== null),
+        credentials: this.options.credentials,
+        signal,
+        body: body === null ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      if (error && error.name === "AbortError") throw new UploadError("Cancelled", { stage });
+      throw new UploadError("Could not reach the upload server.", { stage, retryable: true });
+    }
+    if (!response.ok) throw await apiErrorFrom(response, stage);
+    return response.json();
+  }
+
+  /** Cancel/remove: S3 frees the parts, the row becomes deleted. Best effort (else cleanup). */
+  abortMultipart(uploadId) {
+    return fetch(`${this.options.apiBase}/uploads/${encodeURIComponent(uploadId)}/multipart/`, {
+      method: "DELETE",
+      headers: this.headers(false),
+      credentials: this.options.credentials,
+    }).catch(() => null);
+  }
+
   async confirm(item) {
     let response;
     try {
@@ -627,7 +913,10 @@ function numberOrNull(value) {
   return Number.isFinite(number) ? number : null;
 }
 
-/** <upload-widget api-base csrf-token accept max-size concurrency no-config single>. */
+/**
+ * <upload-widget api-base csrf-token accept max-size concurrency multipart-threshold
+ *  part-concurrency no-config single>.
+ */
 export class UploadWidget extends HTMLElement {
   connectedCallback() {
     if (this.controller) return;
@@ -647,6 +936,12 @@ export class UploadWidget extends HTMLElement {
     if (attr("accept")) options.accept = attr("accept");
     if (numberOrNull(attr("max-size"))) options.maxSize = numberOrNull(attr("max-size"));
     if (numberOrNull(attr("concurrency"))) options.concurrency = numberOrNull(attr("concurrency"));
+    if (numberOrNull(attr("multipart-threshold")) !== null) {
+      options.multipartThreshold = numberOrNull(attr("multipart-threshold")); // 0: never
+    }
+    if (numberOrNull(attr("part-concurrency"))) {
+      options.partConcurrency = numberOrNull(attr("part-concurrency"));
+    }
     if (this.hasAttribute("no-config")) options.loadConfig = false;
     if (this.hasAttribute("single")) options.multiple = false;
     this.controller = mount(this, options);
