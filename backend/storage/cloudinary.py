@@ -258,17 +258,23 @@ class CloudinaryService(CloudStorageService):
         response.close()
         if response.status_code == 404:
             return StoredObject(key=ref.key, exists=False)
+        return self._stored_from(ref, url, response, response.headers.get("Content-Length", ""))
+
+    def _stored_from(
+        self, ref: ObjectRef, url: str, response: requests.Response, size: str
+    ) -> StoredObject:
+        """The StoredObject a delivery HEAD/GET answer describes (`size` from whichever header
+        carries the full length)."""
         if response.status_code >= 400:
             raise ProviderUnavailable(
-                f"Cloudinary delivery HEAD answered {response.status_code}.",
-                details={"provider": self.name, "operation": "delivery HEAD"},
+                f"Cloudinary delivery {response.request.method} answered {response.status_code}.",
+                details={"provider": self.name, "operation": f"delivery {response.request.method}"},
             )
-        length = response.headers.get("Content-Length")
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
         return StoredObject(
             key=ref.key,
             exists=True,
-            size=int(length) if length and length.isdigit() else None,
+            size=int(size) if size.isdigit() else None,
             content_type=content_type or None,
             etag=response.headers.get("ETag", "").strip('"') or None,
             version=ref.version,
@@ -294,29 +300,14 @@ class CloudinaryService(CloudStorageService):
             if response.status_code == 416:  # empty object
                 stored = self.inspect(ref)
                 return stored, (b"" if stored.exists else None)
-            if response.status_code >= 400:
-                raise ProviderUnavailable(
-                    f"Cloudinary delivery GET answered {response.status_code}.",
-                    details={"provider": self.name, "operation": "delivery GET"},
-                )
+            content_range = response.headers.get("Content-Range", "")
+            total = content_range.rsplit("/", 1)[-1] if "/" in content_range else ""
+            if not total.isdigit():  # no Range honoured: the whole object came
+                total = response.headers.get("Content-Length", "")
+            stored = self._stored_from(ref, url, response, total)
             with self._calling("delivery GET"):
                 # A server that ignores Range sends everything: read no more than asked.
                 data = bytes(response.raw.read(length, decode_content=True)[:length])
-            content_range = response.headers.get("Content-Range", "")
-            total = content_range.rsplit("/", 1)[-1] if "/" in content_range else ""
-            if not total.isdigit():
-                total = response.headers.get("Content-Length", "")
-            content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-            stored = StoredObject(
-                key=ref.key,
-                exists=True,
-                size=int(total) if total.isdigit() else None,
-                content_type=content_type or None,
-                etag=response.headers.get("ETag", "").strip('"') or None,
-                version=ref.version,
-                url=url,
-                extra={"resource_type": resource_type_for(ref.content_type)},
-            )
             return stored, data
         finally:
             response.close()
