@@ -46,6 +46,7 @@ from backend.core.errors import ServiceUnavailable
 from backend.core.models import Provider
 from backend.storage.base import CloudStorageService, ListedObject, MultipartSession, ObjectRef
 from backend.uploads.models import MediaUpload, UploadStatus
+from backend.uploads.services import object_ref
 
 logger = logging.getLogger(__name__)
 
@@ -133,15 +134,6 @@ def _service(provider: str) -> CloudStorageService:
     from backend.storage.factory import CloudStorageFactory
 
     return CloudStorageFactory.for_provider(provider)
-
-
-def _ref(row: MediaUpload | dict[str, Any]) -> ObjectRef:
-    if isinstance(row, dict):
-        key, content_type, metadata = row["key"], row["content_type"], row["metadata"]
-    else:
-        key, content_type, metadata = row.key, row.content_type, row.metadata
-    version = (metadata or {}).get("version")
-    return ObjectRef(key=key, content_type=content_type, version=str(version) if version else None)
 
 
 # --- expire orphans ---------------------------------------------------------------------------
@@ -272,7 +264,7 @@ def _expire_for_provider(
         tally.calls += 1
         try:
             report.multipart_aborted += _abort_multipart_uploads(service, rows)
-            result = service.delete_many([_ref(row) for row in rows])
+            result = service.delete_many([object_ref(row) for row in rows])
         except ServiceUnavailable as exc:
             # Leave the batch claimed; it is retaken after CLAIM_TIMEOUT (see module docstring).
             tally.failed += len(rows)
@@ -303,7 +295,7 @@ def _abort_multipart_uploads(service: CloudStorageService, rows: Sequence[dict[s
     aborted = 0
     for row in rows:
         if row.get("multipart_upload_id"):
-            service.abort_multipart_upload(_ref(row), row["multipart_upload_id"])
+            service.abort_multipart_upload(object_ref(row), row["multipart_upload_id"])
             aborted += 1
     return aborted
 

@@ -89,10 +89,6 @@ def part_length(row: MediaUpload, part_number: int) -> int:
     return max(1, row.declared_size - (part_count(row) - 1) * part_size)
 
 
-def _ref(row: MediaUpload) -> ObjectRef:
-    return ObjectRef(key=row.key, content_type=row.content_type)
-
-
 # --- create -----------------------------------------------------------------------------------
 
 
@@ -212,7 +208,7 @@ def sign_parts(row: MediaUpload, part_numbers: Sequence[int]) -> list[PartInstru
     service = CloudStorageFactory.for_upload(row)
     config = get_app_config()
     expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
-    ref = _ref(row)
+    ref = services.object_ref(row)
     return [
         service.presign_upload_part(
             ref,
@@ -239,7 +235,7 @@ def list_parts(row: MediaUpload) -> list[UploadedPart]:
     _require_open(row)
     service = CloudStorageFactory.for_upload(row)
     try:
-        return service.list_parts(_ref(row), row.multipart_upload_id)
+        return service.list_parts(services.object_ref(row), row.multipart_upload_id)
     except MultipartRejected as exc:
         if exc.code == "NoSuchUpload":
             raise _gone(row) from None
@@ -271,11 +267,13 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
     _check_part_numbers(row, [p.part_number for p in ordered], all_required=True)
     service = CloudStorageFactory.for_upload(row)
     try:
-        service.complete_multipart_upload(_ref(row), row.multipart_upload_id, ordered)
+        service.complete_multipart_upload(
+            services.object_ref(row), row.multipart_upload_id, ordered
+        )
     except MultipartRejected as exc:
         if exc.code != "NoSuchUpload":
             raise _rejected(exc) from None
-        if not service.inspect(_ref(row)).exists:
+        if not service.inspect(services.object_ref(row)).exists:
             raise _gone(row) from None
     return services.finalise_upload(row.pk, source="client")
 
@@ -296,7 +294,7 @@ def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
     if row.status != UploadStatus.PENDING:
         return row
     service = CloudStorageFactory.for_upload(row)
-    service.abort_multipart_upload(_ref(row), row.multipart_upload_id)
+    service.abort_multipart_upload(services.object_ref(row), row.multipart_upload_id)
     now = timezone.now()
     metadata = {
         **(row.metadata or {}),
@@ -327,7 +325,7 @@ def _remove_assembled_object(row: MediaUpload) -> None:
     deleted row. If the provider cannot be reached now, the row goes to `deleting` and the
     delete job removes the object (as `services.request_delete`)."""
     service = CloudStorageFactory.for_upload(row)
-    ref = _ref(row)
+    ref = services.object_ref(row)
     try:
         if not service.inspect(ref).exists:
             return

@@ -255,11 +255,15 @@ def create_upload(
 # --- confirm / finalise -----------------------------------------------------------------------
 
 
-def _ref_for(row: MediaUpload, version: str | None = None) -> ObjectRef:
-    version = version or (row.metadata or {}).get("version")
-    return ObjectRef(
-        key=row.key, content_type=row.content_type, version=str(version) if version else None
-    )
+def object_ref(row: MediaUpload | Mapping[str, Any], version: str | None = None) -> ObjectRef:
+    """Where a row's object lives at its provider. `row` may also be a `.values()` dict with
+    key, content_type and metadata (the cleanup streams those)."""
+    if isinstance(row, MediaUpload):
+        key, content_type, metadata = row.key, row.content_type, row.metadata
+    else:
+        key, content_type, metadata = row["key"], row["content_type"], row["metadata"]
+    version = version or (metadata or {}).get("version")
+    return ObjectRef(key=key, content_type=content_type, version=str(version) if version else None)
 
 
 def raise_for_state(row: MediaUpload) -> None:
@@ -286,7 +290,7 @@ def raise_for_state(row: MediaUpload) -> None:
 def _verify_payload(
     service: CloudStorageService, row: MediaUpload, payload: Mapping[str, Any], source: str
 ) -> ObjectRef:
-    ref = _ref_for(row)
+    ref = object_ref(row)
     if source in TRUSTED_SOURCES:
         # The webhook layer checked the provider's signature on the whole message.
         version = payload.get("version")
@@ -537,7 +541,7 @@ def delete_at_provider(upload_id: object) -> MediaUpload:
         raise ProviderUnavailable(
             f"Provider {row.provider} is not configured; cannot delete yet.", retry_after=300
         ) from exc
-    ref = _ref_for(row)
+    ref = object_ref(row)
     if row.multipart_upload_id and row.confirmed_at is None:
         # A multipart upload never completed keeps its parts (and their storage cost) until it
         # is aborted; aborting one already completed or aborted is a no-op.
@@ -605,7 +609,7 @@ def download_url_for(row: MediaUpload, *, expires_in: int = DOWNLOAD_URL_EXPIRY)
         return None
     try:
         service = CloudStorageFactory.for_upload(row)
-        return service.download_url(_ref_for(row), expires_in=expires_in)
+        return service.download_url(object_ref(row), expires_in=expires_in)
     except (StorageUnavailable, ProviderUnavailable):
         logger.warning("no download URL for upload %s: provider %s unusable", row.id, row.provider)
         return None
@@ -636,7 +640,7 @@ def reverify_uploaded(upload_id: object, *, sequencer: str = "") -> MediaUpload:
     if sequencer and not sequencer_is_newer(sequencer, row.event_sequencer):
         return row
     service = CloudStorageFactory.for_upload(row)
-    ref = _ref_for(row)
+    ref = object_ref(row)
     stored, head = service.inspect_with_head(ref, sniff.SNIFF_LENGTH)
     if not stored.exists or head is None:
         return row  # gone: the provider's removal event marks the row

@@ -113,7 +113,7 @@ def test_abort_after_s3_completed_deletes_the_assembled_object(
     put = requests.put(signed.url, data=data, timeout=10)
     assert put.status_code == 200, put.text
     parts = [CompletedPart(1, put.headers["ETag"])]
-    ref = multipart._ref(row)
+    ref = services.object_ref(row)
     s3_server_storage.complete_multipart_upload(ref, row.multipart_upload_id, parts)  # A at S3
     assert s3_server_storage.inspect(ref).exists
 

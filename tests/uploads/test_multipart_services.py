@@ -85,7 +85,7 @@ def test_whole_flow_verifies_like_confirm(memory_storage, owner) -> None:
     assert done.status == UploadStatus.UPLOADED
     assert done.metadata["bytes"] == len(data)
     assert done.metadata["content_type"] == "image/png"
-    assert memory_storage.read_head(services._ref_for(done), 8) == data[:8]
+    assert memory_storage.read_head(services.object_ref(done), 8) == data[:8]
     assert memory_storage.multipart_upload_ids() == []
     # Completing again is harmless (the same row).
     assert multipart.complete_multipart_upload(done, parts).status == UploadStatus.UPLOADED
@@ -150,7 +150,7 @@ def test_html_declared_as_png_fails_and_is_deleted(memory_storage, owner) -> Non
     assert "first bytes are not PNG" in caught.value.message
     row.refresh_from_db()
     assert row.status == UploadStatus.FAILED
-    assert not memory_storage.inspect(services._ref_for(row)).exists
+    assert not memory_storage.inspect(services.object_ref(row)).exists
 
 
 def test_abort_frees_parts_and_marks_the_row_deleted(memory_storage, owner) -> None:

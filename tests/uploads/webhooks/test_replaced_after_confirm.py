@@ -96,7 +96,7 @@ def test_s3_reused_presigned_post_after_confirm_fails_the_upload(
     assert row.metadata["failure_reason"].startswith("object replaced after confirm: ")
     assert row.metadata["object_deleted"] is True
     assert row.event_sequencer == "0B"
-    assert s3_http.inspect(services._ref_for(row)).exists is False
+    assert s3_http.inspect(services.object_ref(row)).exists is False
     assert services.download_url_for(row) is None
 
 
