@@ -36,8 +36,9 @@ from tests.conftest import using_postgres
 from tests.fixtures.providers import MOTO_SERVER_BUCKET
 
 ROOT = Path(__file__).resolve().parents[2]
-# Our own Redis database number, so colleagues' tests on the same server are never touched.
-JOBS_REDIS_DB = 11
+# Our own Redis database number, so colleagues' tests on the same server are never touched
+# (TEST_REDIS_JOBS_DB gives parallel checkouts on one machine one each).
+JOBS_REDIS_DB = int(os.environ.get("TEST_REDIS_JOBS_DB", "11"))
 WAIT_SECONDS = 45
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
