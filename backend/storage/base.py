@@ -268,10 +268,11 @@ class CloudStorageService(abc.ABC):
         part_number: int,
         *,
         expires_in: int,
-        content_length: int,
+        content_length: int | None,
     ) -> PartInstructions:
         """A presigned PUT for one part (1-10 000) of `upload_id`, bound to exactly
-        `content_length` bytes (the provider refuses a body of any other length)."""
+        `content_length` bytes (the provider refuses a body of any other length); None when
+        the file's size was not declared (the part list is then checked at complete)."""
         raise self.multipart_not_supported()
 
     def list_parts(self, ref: ObjectRef, upload_id: str) -> list[UploadedPart]:

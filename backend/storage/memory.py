@@ -72,7 +72,7 @@ class InMemoryStorageService(CloudStorageService):
         self._grants: dict[str, dict[str, Any]] = {}
         self._version = 0
         self._multiparts: dict[str, MemoryMultipart] = {}
-        self._part_grants: dict[str, tuple[str, int, datetime, int]] = {}
+        self._part_grants: dict[str, tuple[str, int, datetime, int | None]] = {}
         #: Lower it in tests that want small parts (S3's is 5 MiB).
         self.min_part_size = MIN_PART_SIZE
 
@@ -124,7 +124,7 @@ class InMemoryStorageService(CloudStorageService):
         upload_id, part_number, expires_at, content_length = grant
         if datetime.now(UTC) > expires_at:
             raise UploadRefused("part instructions expired")
-        if len(data) != content_length:
+        if content_length is not None and len(data) != content_length:
             # S3 refuses a body whose length is not the signed Content-Length.
             raise UploadRefused(f"part of {len(data)} bytes; the URL is for {content_length}")
         etag = f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
@@ -263,7 +263,7 @@ class InMemoryStorageService(CloudStorageService):
         part_number: int,
         *,
         expires_in: int,
-        content_length: int,
+        content_length: int | None,
     ) -> PartInstructions:
         # Like S3, signing needs no round trip (so it works during an outage too): an unknown
         # upload id fails at PUT time.
@@ -274,7 +274,7 @@ class InMemoryStorageService(CloudStorageService):
                 upload_id,
                 int(part_number),
                 expires_at,
-                int(content_length),
+                None if content_length is None else int(content_length),
             )
         return PartInstructions(
             part_number=int(part_number),

@@ -343,23 +343,25 @@ class S3Service(CloudStorageService):
         part_number: int,
         *,
         expires_in: int,
-        content_length: int,
+        content_length: int | None,
     ) -> PartInstructions:
         expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
         with self._calling("presign_upload_part"):
+            params: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": ref.key,
+                "UploadId": upload_id,
+                "PartNumber": int(part_number),
+            }
+            if content_length is not None:
+                # Signed (X-Amz-SignedHeaders=content-length;host): S3 refuses a PUT of any
+                # other length, so a part URL cannot carry more than the declared bytes.
+                # Browsers and HTTP clients set Content-Length from the body themselves.
+                params["ContentLength"] = int(content_length)
             url = self.client.generate_presigned_url(
                 "upload_part",
-                Params={
-                    "Bucket": self.bucket,
-                    "Key": ref.key,
-                    "UploadId": upload_id,
-                    "PartNumber": int(part_number),
-                    # Signed (X-Amz-SignedHeaders=content-length;host): S3 refuses a PUT of any
-                    # other length, so a part URL cannot carry more than the declared bytes.
-                    # Browsers and HTTP clients set Content-Length from the body themselves.
-                    "ContentLength": int(content_length),
-                },
+                Params=params,
                 ExpiresIn=expiry,
                 HttpMethod="PUT",
             )

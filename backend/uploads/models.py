@@ -32,7 +32,10 @@ class MediaUpload(models.Model):
     key = models.CharField(max_length=512)
     original_filename = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255)
-    declared_size = models.PositiveBigIntegerField()
+    # What the client declared; None while a client that cannot tell the size (Uppy through
+    # Companion's contract) uploads: then set from the provider's own part list or object at
+    # complete/confirm, before verification.
+    declared_size = models.PositiveBigIntegerField(null=True, blank=True)
     checksum_sha256 = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(
         max_length=16, choices=UploadStatus.choices, default=UploadStatus.PENDING

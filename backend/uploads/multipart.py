@@ -8,7 +8,8 @@ first bytes are checked at the provider, a mismatch deletes the object and fails
 
 Provider calls happen before any row change, so a provider fault (ProviderUnavailable, 503)
 leaves the row as it was. Only `create_multipart_upload` and `abort_multipart_upload` write rows
-here; finalising stays in `services`.
+here, plus the size of an upload started without one (`_record_listed_size`); finalising
+stays in `services`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from django.utils import timezone
 from backend.core.config import get_app_config
 from backend.core.errors import Conflict, Gone, ServiceUnavailable, ValidationFailed
 from backend.storage.base import (
+    CloudStorageService,
     CompletedPart,
     MultipartRejected,
     ObjectRef,
@@ -77,12 +79,25 @@ def choose_part_size(size: int) -> int:
     return part_size
 
 
+def size_declared(row: MediaUpload) -> bool:
+    """False for an upload started without a size (Uppy): its parts are not length-bound and
+    its size comes from the provider's part list at complete."""
+    return row.multipart_part_size is not None
+
+
 def part_count(row: MediaUpload) -> int:
+    """Parts of a declared size; without one, the most parts of at least 5 MiB (S3's minimum
+    for every part but the last) that the policy maximum allows."""
+    if not size_declared(row) or row.declared_size is None:
+        return max(1, math.ceil(get_app_config().max_upload_size / MIN_PART_SIZE))
     return max(1, math.ceil(row.declared_size / int(row.multipart_part_size or MIN_PART_SIZE)))
 
 
-def part_length(row: MediaUpload, part_number: int) -> int:
-    """The exact byte count of part `part_number`: `part_size`, the remainder for the last."""
+def part_length(row: MediaUpload, part_number: int) -> int | None:
+    """The exact byte count of part `part_number`: `part_size`, the remainder for the last;
+    None when the size was not declared (the client chooses its part size)."""
+    if not size_declared(row) or row.declared_size is None:
+        return None
     part_size = int(row.multipart_part_size or MIN_PART_SIZE)
     if part_number < part_count(row):
         return part_size
@@ -93,18 +108,22 @@ def part_length(row: MediaUpload, part_number: int) -> int:
 
 
 def create_multipart_upload(
-    *, owner: Any, filename: str, content_type: str, size: int
+    *, owner: Any, filename: str, content_type: str, size: int | None
 ) -> MediaUpload:
     """Validate like `create_upload` (policy, quotas, server-generated key), then start a
     multipart upload at the active provider, which must support it (S3). The row records the
-    UploadId and the part size; it stays `pending` until complete."""
+    UploadId and the part size; it stays `pending` until complete.
+
+    `size=None` (Uppy does not send it): no part size is chosen and part URLs are not bound
+    to a length; part numbers stay within what the policy maximum allows, and complete
+    checks the provider's own part list against that maximum before assembling."""
     request = services.validate_new_upload(
         owner=owner, filename=filename, content_type=content_type, size=size, checksum_sha256=None
     )
     service = CloudStorageFactory.active()
     if not service.supports_multipart:
         raise service.multipart_not_supported()
-    part_size = choose_part_size(request.size)
+    part_size = None if request.size is None else choose_part_size(request.size)
     upload_id = uuid.uuid4()
     key = services.new_key(
         owner, upload_id, request.display_name, request.content_type, service.name
@@ -132,7 +151,7 @@ def create_multipart_upload(
             service.abort_multipart_upload(ref, session.upload_id)
         raise
     logger.info(
-        "multipart upload %s created at %s (%s, %d bytes, parts of %d)",
+        "multipart upload %s created at %s (%s, %s bytes, parts of %s)",
         row.id,
         row.provider,
         row.key,
@@ -183,7 +202,7 @@ def _check_part_numbers(row: MediaUpload, numbers: Sequence[int], *, all_require
         raise ValidationFailed(
             "Each part number may appear only once.", code="invalid_part_number", details=details
         )
-    if all_required and len(numbers) != count:
+    if all_required and size_declared(row) and len(numbers) != count:
         missing = sorted(set(range(1, count + 1)) - set(numbers))
         raise ValidationFailed(
             f"Complete needs every part 1..{count}; missing {missing[:10]}.",
@@ -266,6 +285,8 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
     ordered = sorted(parts, key=lambda p: p.part_number)
     _check_part_numbers(row, [p.part_number for p in ordered], all_required=True)
     service = CloudStorageFactory.for_upload(row)
+    if not size_declared(row):
+        _record_listed_size(row, service, ordered)
     try:
         service.complete_multipart_upload(
             services.object_ref(row), row.multipart_upload_id, ordered
@@ -276,6 +297,44 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
         if not service.inspect(services.object_ref(row)).exists:
             raise _gone(row) from None
     return services.finalise_upload(row.pk, source="client")
+
+
+def _record_listed_size(
+    row: MediaUpload, service: CloudStorageService, parts: Sequence[CompletedPart]
+) -> None:
+    """Size of an upload started without one, from the provider's own part list (ListParts):
+    the sum of the listed parts it holds with those ETags. Refused above the policy maximum,
+    before anything is assembled; recorded as the declared size so that finalise compares the
+    assembled object with what was uploaded."""
+    try:
+        held = {
+            p.part_number: p
+            for p in service.list_parts(services.object_ref(row), row.multipart_upload_id)
+        }
+    except MultipartRejected as exc:
+        if exc.code == "NoSuchUpload":
+            return  # completed by an earlier attempt (its size is recorded), or gone: see below
+        raise _rejected(exc) from None
+    missing = [
+        p.part_number
+        for p in parts
+        if p.part_number not in held or held[p.part_number].etag.strip('"') != p.etag.strip('"')
+    ]
+    if missing:
+        raise _rejected(MultipartRejected("InvalidPart", f"parts not held: {missing[:10]}"))
+    total = sum(held[p.part_number].size for p in parts)
+    limit = get_app_config().max_upload_size
+    if total > limit:
+        raise ValidationFailed(
+            f"The uploaded parts add up to {total} bytes; the largest accepted upload is "
+            f"{limit} bytes.",
+            code="file_too_large",
+            details={"size": total, "max_upload_size": limit},
+        )
+    MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
+        declared_size=total, updated_at=timezone.now()
+    )
+    row.refresh_from_db(fields=["declared_size"])
 
 
 def abort_multipart_upload(row: MediaUpload) -> MediaUpload:

@@ -95,7 +95,9 @@ def _validate_content_type(raw: str, allowed: tuple[str, ...]) -> str:
     return content_type
 
 
-def _validate_size(size: object, max_size: int) -> int:
+def _validate_size(size: object, max_size: int) -> int | None:
+    if size is None:
+        return None  # not declared: bounded by max_size at the provider and at finalise
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValidationFailed(
             "size must be a whole number of bytes, at least 1.",
@@ -167,16 +169,20 @@ class NewUploadRequest:
 
     config: AppConfigSnapshot
     content_type: str
-    size: int
+    size: int | None
     checksum_sha256: str
     display_name: str
 
 
 def validate_new_upload(
-    *, owner: Any, filename: str, content_type: str, size: int, checksum_sha256: str | None
+    *, owner: Any, filename: str, content_type: str, size: int | None, checksum_sha256: str | None
 ) -> NewUploadRequest:
     """Authentication, the AppConfig policy (type, size, checksum) and the per-user quotas:
-    what every kind of new upload (single request or multipart) goes through first."""
+    what every kind of new upload (single request or multipart) goes through first.
+
+    `size=None`: the client cannot tell the size (Uppy through Companion's contract). The
+    upload is then bounded by the policy maximum, and the size is taken from the provider
+    before verification; the daily quota counts it from then on."""
     if owner is None or not getattr(owner, "pk", None):
         raise NotAuthenticated("Authentication required.")
     config = get_app_config()
@@ -185,7 +191,7 @@ def validate_new_upload(
     checksum = _validate_checksum(checksum_sha256)
     display_name = keys.sanitise_filename(filename)
     _check_quota(
-        owner, size, config.max_pending_uploads_per_user, config.max_bytes_per_user_per_day
+        owner, size or 0, config.max_pending_uploads_per_user, config.max_bytes_per_user_per_day
     )
     return NewUploadRequest(config, content_type, size, checksum, display_name)
 
@@ -207,13 +213,15 @@ def create_upload(
     owner: Any,
     filename: str,
     content_type: str,
-    size: int,
+    size: int | None,
     checksum_sha256: str | None = None,
 ) -> tuple[MediaUpload, UploadInstructions]:
     """Validate, reserve a key at the active provider and return the upload instructions.
 
     Signing happens before the INSERT: a provider failure leaves nothing behind, and no
-    transaction is needed (two queries: the quota aggregate and the INSERT)."""
+    transaction is needed (two queries: the quota aggregate and the INSERT). `size=None`
+    (not declared) signs for anything up to the policy maximum; confirm then records the
+    stored size."""
     request = validate_new_upload(
         owner=owner,
         filename=filename,
@@ -229,10 +237,11 @@ def create_upload(
     expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
     # max_size = the declared size: the provider then refuses anything else outright (where it
     # enforces policies), and confirm re-checks the stored size either way.
+    limit = size if size is not None else config.max_upload_size
     instructions = service.presign_upload(
         ObjectRef(key=key, content_type=content_type),
-        size=size,
-        max_size=size,
+        size=limit,
+        max_size=limit,
         expires_in=expires_in,
         notification_url=_notification_url(service.name),
     )
@@ -248,7 +257,7 @@ def create_upload(
         status=UploadStatus.PENDING,
         expires_at=instructions.expires_at,
     )
-    logger.info("upload %s created at %s (%s, %d bytes)", row.id, row.provider, row.key, size)
+    logger.info("upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, size)
     return row, instructions
 
 
@@ -325,7 +334,7 @@ def _verification_problems(
             details={"provider": row.provider},
         )
     problems: list[str] = []
-    if stored.size != row.declared_size:
+    if row.declared_size is not None and stored.size != row.declared_size:
         problems.append(f"stored size {stored.size} bytes != declared {row.declared_size} bytes")
     if stored.size > max_size:
         problems.append(f"stored size {stored.size} bytes exceeds the limit of {max_size} bytes")
@@ -446,6 +455,8 @@ def _finalise_row(
         "confirmed_at": now,
         "updated_at": now,
     }
+    if row.declared_size is None:
+        changes["declared_size"] = stored.size  # not declared: what the provider holds
     if sequencer:
         changes["event_sequencer"] = sequencer
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(**changes)
