@@ -194,6 +194,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several serializers share these choice sets ("method"): one named enum each.
+    "ENUM_NAME_OVERRIDES": {
+        "UploadMethodEnum": ["POST", "PUT"],
+        "S3RequestMethodEnum": ["GET", "PUT", "POST", "DELETE"],
+    },
     # The schema and Swagger UI need a logged-in user (session or token) unless API_DOCS_PUBLIC=1.
     "SERVE_PERMISSIONS": [
         "rest_framework.permissions.AllowAny"

@@ -164,7 +164,7 @@ def create_multipart_upload(
 # --- parts ------------------------------------------------------------------------------------
 
 
-def _require_open(row: MediaUpload) -> None:
+def require_open(row: MediaUpload) -> None:
     """The row must be a pending multipart upload still within its time."""
     if not row.multipart_upload_id:
         raise ValidationFailed(
@@ -216,7 +216,7 @@ def sign_parts(row: MediaUpload, part_numbers: Sequence[int]) -> list[PartInstru
 
     Each URL is bound to its part's exact length (`part_length`): the provider refuses a PUT of
     any other size, so no part can hold more than the declared file allows."""
-    _require_open(row)
+    require_open(row)
     if not part_numbers or len(part_numbers) > MAX_PARTS_PER_SIGN_REQUEST:
         raise ValidationFailed(
             f"Ask for 1 to {MAX_PARTS_PER_SIGN_REQUEST} part numbers per request.",
@@ -251,7 +251,7 @@ def _gone(row: MediaUpload) -> Gone:
 
 def list_parts(row: MediaUpload) -> list[UploadedPart]:
     """The parts the provider holds (S3 ListParts, every page): what a resuming client skips."""
-    _require_open(row)
+    require_open(row)
     service = CloudStorageFactory.for_upload(row)
     try:
         return service.list_parts(services.object_ref(row), row.multipart_upload_id)
@@ -281,7 +281,7 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
     (wrong ETag, part too small) is a 400 and leaves the row pending."""
     if row.status == UploadStatus.UPLOADED:
         return row
-    _require_open(row)
+    require_open(row)
     ordered = sorted(parts, key=lambda p: p.part_number)
     _check_part_numbers(row, [p.part_number for p in ordered], all_required=True)
     service = CloudStorageFactory.for_upload(row)

@@ -125,7 +125,7 @@ def test_uppy_shaped_flow(api, s3_server_storage, moto_server) -> None:
     done = api.post(f"{base}/complete{query}", {"parts": parts})
     assert done.status_code == 200, done.text
     assert done.json()["key"] == key
-    assert done.json()["location"].endswith(key)
+    assert done.json()["location"].endswith(f"/api/v1/uploads/{done.json()['id']}/")
     row = MediaUpload.objects.get(pk=done.json()["id"])
     assert row.status == UploadStatus.UPLOADED and row.stored_size == len(data)
 

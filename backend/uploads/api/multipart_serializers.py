@@ -1,8 +1,6 @@
-"""Shapes of the multipart endpoints: ours, and Uppy Companion's `/s3/multipart`."""
+"""Shapes of the multipart endpoints under /api/v1/uploads/ (Uppy's: companion_serializers)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from rest_framework import serializers
 
@@ -70,68 +68,3 @@ class CompletedPartInputSerializer(serializers.Serializer):
 
 class MultipartCompleteInputSerializer(StrictInputSerializer):
     parts = CompletedPartInputSerializer(many=True, allow_empty=False)
-
-
-# --- Uppy Companion shape (/api/v1/s3/multipart) -------------------------------------------------
-
-
-class UppyCreateInputSerializer(serializers.Serializer):
-    """What @uppy/aws-s3 sends: `{filename, type, metadata}`. Uppy does not send the size, and
-    we need it (policy, quota, part size): the app puts it in the file's meta as `size`."""
-
-    filename = FilenameField(max_length=10_000, trim_whitespace=False)
-    type = serializers.CharField(max_length=255)
-    metadata = serializers.DictField(required=False, default=dict)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        raw = attrs.get("metadata", {}).get("size")
-        if isinstance(raw, str) and raw.strip().isdigit():
-            raw = int(raw.strip())
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-            raise serializers.ValidationError(
-                {
-                    "metadata": [
-                        "metadata.size must be the file's size in bytes (a whole number >= 1); "
-                        "set it with uppy.setFileMeta(file.id, {size: file.size})."
-                    ]
-                }
-            )
-        attrs["size"] = raw
-        return attrs
-
-
-class UppyCreateOutputSerializer(serializers.Serializer):
-    key = serializers.CharField()
-    uploadId = serializers.CharField()
-
-
-class UppyKeyQuerySerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=1024)
-
-
-class UppySignedPartSerializer(serializers.Serializer):
-    method = serializers.CharField()
-    url = serializers.URLField()
-    headers = serializers.DictField(child=serializers.CharField())
-    expires = serializers.IntegerField(help_text="Seconds the URL stays valid.")
-
-
-class UppyPartSerializer(serializers.Serializer):
-    PartNumber = serializers.IntegerField()
-    Size = serializers.IntegerField()
-    ETag = serializers.CharField()
-
-
-class UppyCompletedPartSerializer(serializers.Serializer):
-    PartNumber = serializers.IntegerField(min_value=1, max_value=MAX_PART_NUMBER)
-    ETag = serializers.CharField(max_length=MAX_ETAG_LENGTH)
-
-
-class UppyCompleteInputSerializer(serializers.Serializer):
-    parts = UppyCompletedPartSerializer(many=True, allow_empty=False)
-
-
-class UppyCompleteOutputSerializer(serializers.Serializer):
-    location = serializers.CharField(help_text="The object's (unsigned) URL at the provider.")
-    key = serializers.CharField()
-    id = serializers.UUIDField(help_text="Our upload id: GET /api/v1/uploads/{id}/ for details.")

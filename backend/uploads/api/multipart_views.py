@@ -1,5 +1,5 @@
-"""Multipart upload endpoints (S3): ours under /api/v1/uploads/, and the same operations in the
-shape of Uppy Companion's `/s3/multipart` contract under /api/v1/s3/ (see docs/uppy.md).
+"""Multipart upload endpoints (S3) under /api/v1/uploads/ (the same operations in Uppy
+Companion's shape are in `companion_views`).
 
 Thin views: input serializer -> `backend.uploads.multipart` -> output serializer.
 """
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,16 +24,9 @@ from backend.uploads.api.multipart_serializers import (
     PartNumbersInputSerializer,
     SignedPartsOutputSerializer,
     UploadedPartsOutputSerializer,
-    UppyCompleteInputSerializer,
-    UppyCompleteOutputSerializer,
-    UppyCreateInputSerializer,
-    UppyCreateOutputSerializer,
-    UppyKeyQuerySerializer,
-    UppyPartSerializer,
-    UppySignedPartSerializer,
 )
 from backend.uploads.api.serializers import UploadOutputSerializer
-from backend.uploads.api.views import VALIDATION, AuthenticatedApi
+from backend.uploads.api.views import AuthenticatedApi
 from backend.uploads.models import MediaUpload
 
 NOT_SUPPORTED = schema.error(
@@ -64,10 +56,6 @@ FAILED = schema.error(
     "The upload failed verification earlier; start a new upload.",
     "verification_failed",
     "Upload verification failed: declared image/png but the first bytes are not PNG",
-)
-UPPY = schema.uppy_error
-KEY_PARAM = OpenApiParameter(
-    "key", str, location=OpenApiParameter.QUERY, required=True, description="The object key."
 )
 
 
@@ -244,160 +232,3 @@ class MultipartAbortApi(AuthenticatedApi):
         row = selectors.get_upload_for_owner(request.user, upload_id)
         multipart.abort_multipart_upload(row)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-# --- Uppy Companion shape: /api/v1/s3/multipart ... ---------------------------------------------
-
-
-class UppyApi(ScopedByMethod):
-    """The Companion-shaped endpoints: error bodies also carry a top-level `message`.
-
-    Uppy's Companion client reads `message` from an error body (a 4xx message is shown to the
-    user as is); the `error` object of this API's shape stays for other clients."""
-
-    def handle_exception(self, exc: Exception) -> Response:
-        response = super().handle_exception(exc)
-        body = response.data
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            response.data = {"message": str(body["error"].get("message", "")), **body}
-        return response
-
-
-def _uppy_row(request: Request, upload_id: str) -> MediaUpload:
-    query = UppyKeyQuerySerializer(data=request.query_params)
-    query.is_valid(raise_exception=True)
-    return selectors.get_multipart_upload_for_owner(
-        request.user, key=query.validated_data["key"], upload_id=upload_id
-    )
-
-
-class UppyCreateApi(UppyApi):
-    throttle_scopes = {"POST": "upload_create"}
-
-    @extend_schema(
-        operation_id="uppy_s3_multipart_create",
-        summary="Uppy (@uppy/aws-s3): createMultipartUpload",
-        description=(
-            "Companion's `POST /s3/multipart`. Uppy does not send the file size: put it in the "
-            "file's meta as `size` (see docs/uppy.md)."
-        ),
-        request=UppyCreateInputSerializer,
-        responses={
-            200: UppyCreateOutputSerializer,
-            400: UPPY(VALIDATION),
-            401: UPPY(schema.UNAUTHORIZED),
-            503: UPPY(schema.PROVIDER_DOWN),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        data = UppyCreateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        row = multipart.create_multipart_upload(
-            owner=request.user,
-            filename=data.validated_data["filename"],
-            content_type=data.validated_data["type"],
-            size=data.validated_data["size"],
-        )
-        body = {"key": row.key, "uploadId": row.multipart_upload_id}
-        return Response(UppyCreateOutputSerializer(body).data)
-
-
-class UppySignPartApi(UppyApi):
-    throttle_scopes = {"GET": "upload_part"}
-
-    @extend_schema(
-        operation_id="uppy_s3_multipart_sign_part",
-        summary="Uppy (@uppy/aws-s3): signPart",
-        parameters=[KEY_PARAM],
-        responses={
-            200: UppySignedPartSerializer,
-            400: UPPY(BAD_PART),
-            404: UPPY(schema.NOT_FOUND),
-            409: UPPY(COMPLETED),
-            410: UPPY(GONE),
-            422: UPPY(FAILED),
-            503: UPPY(schema.PROVIDER_DOWN),
-        },
-    )
-    def get(self, request: Request, upload_id: str, part_number: int) -> Response:
-        row = _uppy_row(request, upload_id)
-        part = multipart.sign_parts(row, [part_number])[0]
-        expires = max(0, int((part.expires_at - timezone.now()).total_seconds()))
-        body = {"method": part.method, "url": part.url, "headers": part.headers, "expires": expires}
-        return Response(UppySignedPartSerializer(body).data)
-
-
-class UppyMultipartApi(UppyApi):
-    throttle_scopes = {"GET": "upload_part"}
-
-    @extend_schema(
-        operation_id="uppy_s3_multipart_list_parts",
-        summary="Uppy (@uppy/aws-s3): listParts",
-        parameters=[KEY_PARAM],
-        responses={
-            200: UppyPartSerializer(many=True),
-            404: UPPY(schema.NOT_FOUND),
-            409: UPPY(COMPLETED),
-            410: UPPY(GONE),
-            422: UPPY(FAILED),
-            503: UPPY(schema.PROVIDER_DOWN),
-        },
-    )
-    def get(self, request: Request, upload_id: str) -> Response:
-        row = _uppy_row(request, upload_id)
-        parts = [
-            {"PartNumber": p.part_number, "Size": p.size, "ETag": p.etag}
-            for p in multipart.list_parts(row)
-        ]
-        return Response(UppyPartSerializer(parts, many=True).data)
-
-    @extend_schema(
-        operation_id="uppy_s3_multipart_abort",
-        summary="Uppy (@uppy/aws-s3): abortMultipartUpload",
-        parameters=[KEY_PARAM],
-        request=None,
-        responses={
-            200: inline_serializer("UppyAbortOutput", fields={}),
-            404: UPPY(schema.NOT_FOUND),
-            409: UPPY(COMPLETED),
-            503: UPPY(schema.PROVIDER_DOWN),
-        },
-    )
-    def delete(self, request: Request, upload_id: str) -> Response:
-        row = _uppy_row(request, upload_id)
-        multipart.abort_multipart_upload(row)
-        return Response({})
-
-
-class UppyCompleteApi(UppyApi):
-    throttle_scopes = {"POST": "upload_confirm"}
-
-    @extend_schema(
-        operation_id="uppy_s3_multipart_complete",
-        summary="Uppy (@uppy/aws-s3): completeMultipartUpload (then verified like confirm)",
-        parameters=[KEY_PARAM],
-        request=UppyCompleteInputSerializer,
-        responses={
-            200: UppyCompleteOutputSerializer,
-            400: UPPY(BAD_PART),
-            404: UPPY(schema.NOT_FOUND),
-            410: UPPY(GONE),
-            422: UPPY(
-                schema.error(
-                    "The assembled object does not match the declaration; it was deleted.",
-                    "verification_failed",
-                    "Upload verification failed: declared image/png but the first bytes are not "
-                    "PNG",
-                )
-            ),
-            503: UPPY(schema.PROVIDER_DOWN),
-        },
-    )
-    def post(self, request: Request, upload_id: str) -> Response:
-        row = _uppy_row(request, upload_id)
-        data = UppyCompleteInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        parts = [CompletedPart(p["PartNumber"], p["ETag"]) for p in data.validated_data["parts"]]
-        row = multipart.complete_multipart_upload(row, parts)
-        body = {"location": (row.metadata or {}).get("url", ""), "key": row.key, "id": row.id}
-        return Response(UppyCompleteOutputSerializer(body).data)

@@ -46,6 +46,11 @@ UNAUTHORIZED = error(
     "not_authenticated",
     "Authentication credentials were not provided.",
 )
+THROTTLED = error(
+    "Too many requests; retry after `Retry-After` seconds.",
+    "throttled",
+    "Request was throttled. Expected available in 30 seconds.",
+)
 NOT_FOUND = error("No such upload for this user.", "not_found", "No upload with this id.")
 PROVIDER_DOWN = error(
     "The storage provider is unreachable or not configured. Retry after `Retry-After` seconds.",

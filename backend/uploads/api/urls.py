@@ -1,6 +1,7 @@
 from django.urls import URLPattern, URLResolver, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from backend.uploads.api import companion_views as uppy
 from backend.uploads.api import multipart_views as mp
 from backend.uploads.api import views
 
@@ -25,23 +26,27 @@ urlpatterns: list[URLPattern | URLResolver] = [
         mp.MultipartCompleteApi.as_view(),
         name="multipart-complete",
     ),
-    # Uppy Companion's contract (no trailing slashes: @uppy/aws-s3 builds these paths itself).
-    path("api/v1/s3/multipart", mp.UppyCreateApi.as_view(), name="uppy-multipart-create"),
+    # Uppy Companion's S3 contract (no trailing slashes: @uppy/aws-s3 builds these paths).
+    path("api/v1/s3/params", uppy.UppyParamsApi.as_view(), name="uppy-params"),
+    path("api/v1/s3/multipart", uppy.UppyCreateApi.as_view(), name="uppy-multipart-create"),
     path(
         "api/v1/s3/multipart/<str:upload_id>",
-        mp.UppyMultipartApi.as_view(),
+        uppy.UppyMultipartApi.as_view(),
         name="uppy-multipart",
     ),
     path(
         "api/v1/s3/multipart/<str:upload_id>/complete",
-        mp.UppyCompleteApi.as_view(),
+        uppy.UppyCompleteApi.as_view(),
         name="uppy-multipart-complete",
     ),
     path(
         "api/v1/s3/multipart/<str:upload_id>/<int:part_number>",
-        mp.UppySignPartApi.as_view(),
+        uppy.UppySignPartApi.as_view(),
         name="uppy-multipart-sign-part",
     ),
+    path("api/v1/s3/confirm", uppy.UppyConfirmApi.as_view(), name="uppy-confirm"),
+    path("api/v1/s3/presign", uppy.UppyPresignApi.as_view(), name="uppy-presign"),
+    path("api/v1/s3/request/<str:token>", uppy.UppyS3RequestView.as_view(), name="uppy-s3-request"),
     path(
         "api/v1/uploads/<str:upload_id>/confirm/",
         views.UploadConfirmApi.as_view(),
