@@ -1,4 +1,4 @@
-"""The real Uppy (`@uppy/core` + `@uppy/aws-s3`, the 5.x docs/uppy.md names, pinned exactly in
+"""The real Uppy 5 (`@uppy/core` + `@uppy/aws-s3` 5.x, as docs/uppy.md shows it, pinned exactly in
 tests/e2e/uppy/package-lock.json) in headless Chromium against our Companion-shaped endpoints.
 
 The page is served from another origin (a tiny static server on loopback) and authenticates
@@ -12,9 +12,6 @@ strict mode).
 from __future__ import annotations
 
 import functools
-import json
-import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +21,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from tests.conftest import skip_or_fail
+from tests.e2e import uppy_harness
 from tests.e2e.conftest import make_png
 from tests.fixtures.providers import MOTO_SERVER_BUCKET, use_provider
 
@@ -33,54 +30,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 HARNESS = Path(__file__).resolve().parent / "uppy"
 MiB = 1024 * 1024
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Uppy harness</title>
-<link rel="icon" href="data:,"></head>
-<body><script src="uppy-harness.js"></script></body></html>
-"""
-
-
-def _installed_version(package: str) -> str | None:
-    manifest = HARNESS / "node_modules" / package / "package.json"
-    if not manifest.is_file():
-        return None
-    return str(json.loads(manifest.read_text())["version"])
-
 
 @pytest.fixture(scope="session")
 def uppy_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with the test page and the esbuild bundle of tests/e2e/uppy/entry.js."""
-    if shutil.which("node") is None:
-        skip_or_fail("node is not installed (needed to bundle the Uppy harness)")
-    wanted = json.loads((HARNESS / "package.json").read_text())["devDependencies"]
-    for package, version in wanted.items():
-        installed = _installed_version(package)
-        if installed != version:
-            skip_or_fail(
-                f"the Uppy harness is not installed ({package} {installed or 'missing'}, "
-                f"want {version}): run `npm ci --prefix tests/e2e/uppy --no-audit --no-fund`"
-            )
-    site = tmp_path_factory.mktemp("uppy-site")
-    esbuild = HARNESS / "node_modules" / ".bin" / "esbuild"
-    built = subprocess.run(
-        [
-            str(esbuild),
-            "entry.js",
-            "--bundle",
-            "--format=iife",
-            "--target=es2020",
-            "--log-level=warning",
-            f"--outfile={site / 'uppy-harness.js'}",
-        ],
-        cwd=HARNESS,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert built.returncode == 0, f"esbuild failed:\n{built.stdout}\n{built.stderr}"
-    (site / "index.html").write_text(PAGE)
-    return site
+    return uppy_harness.build(HARNESS, tmp_path_factory.mktemp("uppy-site"))
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -193,7 +147,9 @@ def test_uppy_multipart_upload_of_a_12_mib_file(
     assert success["name"] == "big.png" and success["status"] == 200
     assert success["body"]["id"] == str(row.id)
     assert success["body"]["key"] == row.key
-    assert success["uploadURL"] == success["body"]["location"] == row.metadata["url"]
+    # `location` (Uppy's uploadURL) is this upload in our API.
+    assert success["uploadURL"] == success["body"]["location"]
+    assert success["uploadURL"].endswith(f"/api/v1/uploads/{row.id}/")
     parts = sorted(_events(page, "part-uploaded"), key=lambda e: e["part"]["PartNumber"])
     assert [p["part"]["PartNumber"] for p in parts] == [1, 2, 3]
     assert all(p["part"]["ETag"] for p in parts), "Uppy could not read ETag (bucket CORS)"
