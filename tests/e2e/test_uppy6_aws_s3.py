@@ -77,7 +77,7 @@ class Harness:
     def begin(self) -> None:
         self.page.evaluate("window.harness.begin()")
 
-    def finish(self) -> dict[str, Any]:  # noqa: D102
+    def finish(self) -> dict[str, Any]:
         result: dict[str, Any] = self.page.evaluate("window.harness.done")
         return result
 
@@ -297,7 +297,7 @@ def test_uppy6_filename_with_spaces_and_non_ascii(
 ) -> None:
     h = same_origin
     h.start("same-origin")
-    name = "Été à Zürich – 日本 photo.png"
+    name = "Été à Zürich – 日本 photo.png"  # noqa: RUF001 (an en dash, on purpose)
     data = make_png(64, 64, seed=5)
     h.add(name, "image/png", data)
     h.begin()
