@@ -168,6 +168,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # The API takes JSON bodies only (what the schema documents; forms cannot carry its lists).
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backend.core.errors.api_exception_handler",
     # How many proxies in front of us append to X-Forwarded-For (1 behind one load balancer).
@@ -194,6 +196,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "backend.uploads.api.schema_hooks.complete_responses",
+    ],
     # Several serializers share these choice sets ("method"): one named enum each.
     "ENUM_NAME_OVERRIDES": {
         "UploadMethodEnum": ["POST", "PUT"],

@@ -3,6 +3,8 @@ from django.urls import include, path
 
 from backend.core.views import health
 
+handler404 = "backend.core.views.not_found"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),

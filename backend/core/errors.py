@@ -100,12 +100,27 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
+def _flatten(detail: Any, path: str, out: dict[str, list[str]]) -> None:
+    """DRF's nested error details (fields, list items, nested serializers) as
+    `{"field.0.sub": ["message", ...]}`: plain strings, never Python reprs."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            _flatten(value, f"{path}.{key}" if path else str(key), out)
+    elif isinstance(detail, list) and any(isinstance(d, dict | list) for d in detail):
+        for index, value in enumerate(detail):
+            if value:  # DRF puts {} for list items without errors
+                _flatten(value, f"{path}.{index}" if path else str(index), out)
+    elif isinstance(detail, list):
+        out.setdefault(path, []).extend(str(d) for d in detail)
+    else:
+        out.setdefault(path, []).append(str(detail))
+
+
 def _drf_details(exc: drf_exceptions.APIException) -> tuple[str, dict[str, Any]]:
     detail = exc.detail
     if isinstance(detail, dict):
-        fields = {
-            k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()
-        }
+        fields: dict[str, list[str]] = {}
+        _flatten(detail, "", fields)
         parts = [f"{k}: {' '.join(v)}" for k, v in fields.items()]
         return "; ".join(parts) or str(exc.default_detail), {"fields": fields}
     if isinstance(detail, list):

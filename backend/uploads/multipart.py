@@ -167,7 +167,7 @@ def create_multipart_upload(
 def require_open(row: MediaUpload) -> None:
     """The row must be a pending multipart upload still within its time."""
     if not row.multipart_upload_id:
-        raise ValidationFailed(
+        raise Conflict(
             "This upload is not a multipart upload; upload it as instructed at creation.",
             code="not_multipart",
             details={"status": row.status},
@@ -349,7 +349,7 @@ def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
             details={"status": row.status},
         )
     if not row.multipart_upload_id:
-        raise ValidationFailed("This upload is not a multipart upload.", code="not_multipart")
+        raise Conflict("This upload is not a multipart upload.", code="not_multipart")
     if row.status != UploadStatus.PENDING:
         return row
     service = CloudStorageFactory.for_upload(row)

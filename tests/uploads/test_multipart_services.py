@@ -200,7 +200,7 @@ def test_single_request_uploads_are_not_multipart(memory_storage, owner) -> None
     row, _ = services.create_upload(
         owner=owner, filename="a.png", content_type="image/png", size=100
     )
-    with pytest.raises(ValidationFailed) as caught:
+    with pytest.raises(Conflict) as caught:
         multipart.sign_parts(row, [1])
     assert caught.value.code == "not_multipart"
 

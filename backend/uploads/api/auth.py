@@ -26,7 +26,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-
 from django.http import HttpRequest
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.http import is_same_domain

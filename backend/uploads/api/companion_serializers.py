@@ -8,7 +8,13 @@ from typing import Any
 from rest_framework import serializers
 
 from backend.uploads.api.multipart_serializers import MAX_ETAG_LENGTH, MAX_PART_NUMBER
-from backend.uploads.api.serializers import FilenameField, UploadOutputSerializer
+from backend.uploads.api.serializers import (
+    FilenameField,
+    QuerySerializer,
+    StrictCharField,
+    StrictIntegerField,
+    UploadOutputSerializer,
+)
 
 MAX_KEY_LENGTH = 1024
 
@@ -28,13 +34,15 @@ def size_from_metadata(metadata: object) -> int | None:
     return raw
 
 
-class UppyParamsQuerySerializer(serializers.Serializer):
+class UppyParamsQuerySerializer(QuerySerializer):
     """`GET /s3/params?filename=&type=&metadata[name]=...` (6.x and 5.x)."""
 
-    filename = FilenameField(max_length=10_000, trim_whitespace=False)
-    type = serializers.CharField(max_length=255)
+    # 255 (a file system's limit) keeps the URL within what HTTP servers take (414 beyond).
+    filename = FilenameField(max_length=255, help_text="The file's name.")
+    type = serializers.CharField(max_length=255, help_text="The file's MIME type.")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = super().validate(attrs)
         raw = self.initial_data.get("metadata[size]") if hasattr(self.initial_data, "get") else None
         attrs["size"] = size_from_metadata({"size": raw})
         return attrs
@@ -53,7 +61,7 @@ class UppyCreateInputSerializer(serializers.Serializer):
     """What @uppy/aws-s3 sends to `POST /s3/multipart`: `{filename, type, metadata}`."""
 
     filename = FilenameField(max_length=10_000, trim_whitespace=False)
-    type = serializers.CharField(max_length=255)
+    type = StrictCharField(max_length=255)
     metadata = serializers.DictField(required=False, default=dict)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +74,8 @@ class UppyCreateOutputSerializer(serializers.Serializer):
     uploadId = serializers.CharField()
 
 
-class UppyKeyQuerySerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=MAX_KEY_LENGTH)
+class UppyKeyQuerySerializer(QuerySerializer):
+    key = serializers.CharField(max_length=MAX_KEY_LENGTH, help_text="The object key.")
 
 
 class UppySignedPartSerializer(serializers.Serializer):
@@ -84,8 +92,8 @@ class UppyPartSerializer(serializers.Serializer):
 
 
 class UppyCompletedPartSerializer(serializers.Serializer):
-    PartNumber = serializers.IntegerField(min_value=1, max_value=MAX_PART_NUMBER)
-    ETag = serializers.CharField(max_length=MAX_ETAG_LENGTH)
+    PartNumber = StrictIntegerField(min_value=1, max_value=MAX_PART_NUMBER)
+    ETag = StrictCharField(max_length=MAX_ETAG_LENGTH)
 
 
 class UppyCompleteInputSerializer(serializers.Serializer):
@@ -102,7 +110,7 @@ class UppyCompleteOutputSerializer(serializers.Serializer):
 
 
 class UppyConfirmInputSerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=MAX_KEY_LENGTH, help_text="`response.body.key`.")
+    key = StrictCharField(max_length=MAX_KEY_LENGTH, help_text="`response.body.key`.")
 
 
 class UppyConfirmOutputSerializer(UploadOutputSerializer):
@@ -116,14 +124,14 @@ class UppyPresignInputSerializer(serializers.Serializer):
     method = serializers.ChoiceField(
         choices=["GET", "PUT", "POST", "DELETE"], help_text="The S3 request's HTTP method."
     )
-    key = serializers.CharField(max_length=MAX_KEY_LENGTH)
-    uploadId = serializers.CharField(max_length=1024, required=False)
-    partNumber = serializers.IntegerField(min_value=1, max_value=MAX_PART_NUMBER, required=False)
-    contentType = serializers.CharField(max_length=255, required=False)
-    expiresIn = serializers.IntegerField(min_value=1, required=False)
+    key = StrictCharField(max_length=MAX_KEY_LENGTH)
+    uploadId = StrictCharField(max_length=1024, required=False)
+    partNumber = StrictIntegerField(min_value=1, max_value=MAX_PART_NUMBER, required=False)
+    contentType = StrictCharField(max_length=255, required=False)
+    expiresIn = StrictIntegerField(min_value=1, required=False)
     filename = FilenameField(max_length=10_000, trim_whitespace=False, required=False)
-    type = serializers.CharField(max_length=255, required=False)
-    size = serializers.IntegerField(min_value=1, required=False)
+    type = StrictCharField(max_length=255, required=False)
+    size = StrictIntegerField(min_value=1, required=False)
 
 
 class UppyPresignOutputSerializer(serializers.Serializer):

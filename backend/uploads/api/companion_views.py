@@ -56,9 +56,6 @@ from backend.uploads.api.views import VALIDATION
 from backend.uploads.models import MediaUpload
 
 UPPY = schema.uppy_error
-KEY_PARAM = OpenApiParameter(
-    "key", str, location=OpenApiParameter.QUERY, required=True, description="The object key."
-)
 FORBIDDEN = schema.error(
     "Signed in, but the request does not come from this site's pages (see docs/uppy.md).",
     "permission_denied",
@@ -147,8 +144,7 @@ class UppyParamsApi(UppyApi):
             "send it in one request. Confirm it afterwards with `POST /api/v1/s3/confirm`."
         ),
         parameters=[
-            OpenApiParameter("filename", str, required=True, description="The file's name."),
-            OpenApiParameter("type", str, required=True, description="The file's MIME type."),
+            UppyParamsQuerySerializer,
             OpenApiParameter(
                 "metadata[size]",
                 int,
@@ -202,7 +198,15 @@ class UppySignPartApi(UppyApi):
     @extend_schema(
         operation_id="uppy_s3_multipart_sign_part",
         summary="Uppy (@uppy/aws-s3): signPart",
-        parameters=[KEY_PARAM],
+        parameters=[
+            UppyKeyQuerySerializer,
+            OpenApiParameter(
+                "part_number",
+                int,
+                location=OpenApiParameter.PATH,
+                description="1 to 10 000.",
+            ),
+        ],
         responses={
             200: UppySignedPartSerializer,
             400: UPPY(BAD_PART),
@@ -213,9 +217,11 @@ class UppySignPartApi(UppyApi):
             **COMMON,
         },
     )
-    def get(self, request: Request, upload_id: str, part_number: int) -> Response:
+    def get(self, request: Request, upload_id: str, part_number: str) -> Response:
+        if not part_number.isdigit():
+            raise NotFound("No such part: part numbers are whole numbers from 1 to 10 000.")
         row = _uppy_row(request, upload_id)
-        part = multipart.sign_parts(row, [part_number])[0]
+        part = multipart.sign_parts(row, [int(part_number)])[0]
         body = {
             "method": part.method,
             "url": part.url,
@@ -231,7 +237,7 @@ class UppyMultipartApi(UppyApi):
     @extend_schema(
         operation_id="uppy_s3_multipart_list_parts",
         summary="Uppy (@uppy/aws-s3): listParts",
-        parameters=[KEY_PARAM],
+        parameters=[UppyKeyQuerySerializer],
         responses={
             200: UppyPartSerializer(many=True),
             400: UPPY(VALIDATION),
@@ -253,7 +259,7 @@ class UppyMultipartApi(UppyApi):
     @extend_schema(
         operation_id="uppy_s3_multipart_abort",
         summary="Uppy (@uppy/aws-s3): abortMultipartUpload",
-        parameters=[KEY_PARAM],
+        parameters=[UppyKeyQuerySerializer],
         request=None,
         responses={
             200: inline_serializer("UppyAbortOutput", fields={}),
@@ -275,7 +281,7 @@ class UppyCompleteApi(UppyApi):
     @extend_schema(
         operation_id="uppy_s3_multipart_complete",
         summary="Uppy (@uppy/aws-s3): completeMultipartUpload (then verified like confirm)",
-        parameters=[KEY_PARAM],
+        parameters=[UppyKeyQuerySerializer],
         request=UppyCompleteInputSerializer,
         responses={
             200: UppyCompleteOutputSerializer,

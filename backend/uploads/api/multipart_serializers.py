@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from backend.uploads.api.serializers import FilenameField, StrictInputSerializer
+from backend.uploads.api.serializers import (
+    FilenameField,
+    StrictCharField,
+    StrictInputSerializer,
+    StrictIntegerField,
+)
 
 MAX_PART_NUMBER = 10_000
 MAX_ETAG_LENGTH = 256
@@ -14,8 +19,8 @@ MAX_ETAG_LENGTH = 256
 
 class MultipartCreateInputSerializer(StrictInputSerializer):
     filename = FilenameField(max_length=10_000, trim_whitespace=False)
-    content_type = serializers.CharField(max_length=255)
-    size = serializers.IntegerField(min_value=1)
+    content_type = StrictCharField(max_length=255)
+    size = StrictIntegerField(min_value=1)
 
 
 class MultipartCreateOutputSerializer(serializers.Serializer):
@@ -33,8 +38,9 @@ class MultipartCreateOutputSerializer(serializers.Serializer):
 
 class PartNumbersInputSerializer(StrictInputSerializer):
     part_numbers = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=MAX_PART_NUMBER),
+        child=StrictIntegerField(min_value=1, max_value=MAX_PART_NUMBER),
         allow_empty=False,
+        min_length=1,
         max_length=100,
     )
 
@@ -62,8 +68,8 @@ class UploadedPartsOutputSerializer(serializers.Serializer):
 
 
 class CompletedPartInputSerializer(serializers.Serializer):
-    part_number = serializers.IntegerField(min_value=1, max_value=MAX_PART_NUMBER)
-    etag = serializers.CharField(max_length=MAX_ETAG_LENGTH)
+    part_number = StrictIntegerField(min_value=1, max_value=MAX_PART_NUMBER)
+    etag = StrictCharField(max_length=MAX_ETAG_LENGTH)
 
 
 class MultipartCompleteInputSerializer(StrictInputSerializer):

@@ -198,6 +198,11 @@ class MultipartCompleteApi(ScopedByMethod):
                 {"provider_code": "InvalidPart", "status": "pending"},
             ),
             404: schema.NOT_FOUND,
+            409: schema.error(
+                "Not a multipart upload, or not in a state to complete.",
+                "not_multipart",
+                "This upload is not a multipart upload; upload it as instructed at creation.",
+            ),
             410: GONE,
             422: schema.error(
                 "The assembled object does not match the declaration; it was deleted.",

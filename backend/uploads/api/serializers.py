@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backend.uploads.models import MediaUpload, UploadStatus
@@ -23,7 +24,30 @@ class StrictInputSerializer(serializers.Serializer):
         return attrs
 
 
-class FilenameField(serializers.CharField):
+class StrictCharField(serializers.CharField):
+    """A JSON string as the schema says: a number or a boolean is refused, not converted, and
+    whitespace is kept (the service decides what it means)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer as the schema says: a string, float or boolean is refused."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class FilenameField(StrictCharField):
     """Takes hostile names as they come (NUL included); the service sanitises them, so a
     client with an odd filename still gets an upload under a safe display name."""
 
@@ -34,11 +58,18 @@ class FilenameField(serializers.CharField):
         ]
 
 
+@extend_schema_field(
+    {"type": "string", "pattern": "^([0-9a-fA-F]{64})?$", "description": "Hex SHA-256."}
+)
+class ChecksumField(serializers.CharField):
+    """A SHA-256 hex digest (checked by the service, which names the error)."""
+
+
 class UploadCreateInputSerializer(StrictInputSerializer):
     filename = FilenameField(max_length=10_000, trim_whitespace=False)
-    content_type = serializers.CharField(max_length=255)
-    size = serializers.IntegerField(min_value=1)
-    checksum_sha256 = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    content_type = StrictCharField(max_length=255)
+    size = StrictIntegerField(min_value=1)
+    checksum_sha256 = ChecksumField(required=False, allow_blank=True, max_length=64)
 
 
 class UploadInstructionsSerializer(serializers.Serializer):
@@ -58,14 +89,19 @@ class UploadCreateOutputSerializer(serializers.Serializer):
     key = serializers.CharField()
     filename = serializers.CharField(source="original_filename")
     content_type = serializers.CharField()
-    size = serializers.IntegerField(source="declared_size")
+    size = serializers.IntegerField(source="declared_size", allow_null=True)
     expires_at = serializers.DateTimeField()
     upload = UploadInstructionsSerializer()
 
 
 class UploadOutputSerializer(serializers.ModelSerializer):
     filename = serializers.CharField(source="original_filename")
-    size = serializers.IntegerField(source="declared_size")
+    size = serializers.IntegerField(
+        source="declared_size",
+        allow_null=True,
+        help_text="Bytes: as declared, or (declared by no one, e.g. Uppy) null until the "
+        "provider's size is recorded at confirm/complete.",
+    )
     url = serializers.SerializerMethodField(
         help_text="Short-lived download URL (uploaded objects only; expires in minutes)."
     )
@@ -94,9 +130,32 @@ class UploadOutputSerializer(serializers.ModelSerializer):
         return download_url_for(obj)
 
 
-class UploadListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=UploadStatus.choices, required=False)
-    page = serializers.IntegerField(min_value=1, required=False)
+class QuerySerializer(serializers.Serializer):
+    """Query parameters. DRF takes `?name=` (blank) for an omitted optional parameter; here a
+    parameter that is sent must be valid, as the schema says."""
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        initial = self.initial_data if hasattr(self.initial_data, "get") else {}
+        blank = [name for name in list(self.fields) if initial.get(name, None) == ""]
+        if blank:
+            raise serializers.ValidationError({name: ["May not be blank."] for name in blank})
+        return attrs
+
+
+class UploadListQuerySerializer(QuerySerializer):
+    status = serializers.ChoiceField(
+        choices=UploadStatus.choices, required=False, help_text="Only uploads in this status."
+    )
+    page = serializers.IntegerField(min_value=1, required=False, help_text="Page number (1-).")
+
+
+class UploadPageSerializer(serializers.Serializer):
+    """One page of `GET /api/v1/uploads/` (newest first)."""
+
+    count = serializers.IntegerField(help_text="Uploads matching, over all pages.")
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null.")
+    previous = serializers.URLField(allow_null=True, help_text="The previous page, or null.")
+    results = UploadOutputSerializer(many=True)
 
 
 class ConfigOutputSerializer(serializers.Serializer):

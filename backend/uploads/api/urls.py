@@ -40,7 +40,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
         name="uppy-multipart-complete",
     ),
     path(
-        "api/v1/s3/multipart/<str:upload_id>/<int:part_number>",
+        "api/v1/s3/multipart/<str:upload_id>/<str:part_number>",
         uppy.UppySignPartApi.as_view(),
         name="uppy-multipart-sign-part",
     ),

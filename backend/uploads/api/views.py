@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.authtoken.views import ObtainAuthToken
@@ -28,8 +29,8 @@ from backend.uploads.api.serializers import (
     UploadCreateOutputSerializer,
     UploadListQuerySerializer,
     UploadOutputSerializer,
+    UploadPageSerializer,
 )
-from backend.uploads.models import UploadStatus
 
 VALIDATION = schema.error(
     "Invalid input: unknown fields, bad size, type not allowed, bad checksum.",
@@ -55,11 +56,13 @@ class UploadListCreateApi(AuthenticatedApi):
     @extend_schema(
         operation_id="uploads_list",
         summary="List my uploads",
-        parameters=[
-            OpenApiParameter("status", str, enum=list(UploadStatus.values)),
-            OpenApiParameter("page", int),
-        ],
-        responses={200: UploadOutputSerializer(many=True), 400: VALIDATION},
+        parameters=[UploadListQuerySerializer],
+        responses={
+            200: UploadPageSerializer,
+            400: VALIDATION,
+            401: schema.UNAUTHORIZED,
+            404: schema.error("No such page.", "not_found", "Invalid page."),
+        },
     )
     def get(self, request: Request) -> Response:
         query = UploadListQuerySerializer(data=request.query_params)
@@ -210,7 +213,10 @@ class ConfigApi(AuthenticatedApi):
             "provider": provider,
             "max_upload_size": config.max_upload_size,
             "allowed_content_types": list(config.allowed_content_types),
-            "presign_expiry_seconds": config.presign_expiry_seconds,
+            # What is applied: the admin's setting, capped by UPLOAD_MAX_PRESIGN_EXPIRY.
+            "presign_expiry_seconds": min(
+                config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY
+            ),
         }
         return Response(ConfigOutputSerializer(body).data)
 
