@@ -402,7 +402,9 @@ def test_errors_of_list_items_are_plain_text() -> None:
 def test_config_reports_the_applied_presign_expiry(token_client: APIClient) -> None:
     from backend.core.config import clear_app_config_cache
 
-    AppConfig.objects.update(presign_expiry_seconds=86400)
+    config = AppConfig.load()
+    config.presign_expiry_seconds = 86400
+    config.save()
     clear_app_config_cache()
     applied = token_client.get("/api/v1/config/").json()["presign_expiry_seconds"]
     assert applied == settings.UPLOAD_MAX_PRESIGN_EXPIRY < 86400
