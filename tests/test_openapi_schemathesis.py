@@ -68,3 +68,4 @@ def test_schemathesis_finds_no_failure_over_every_operation(
     summary = "\n".join(line[:300] for line in failures.splitlines() if line.strip())
     assert done.returncode == 0, summary[:30_000] or output[-10_000:]
     assert "No issues found" in output or " passed" in output, output
+    print("\n".join(line for line in output.splitlines() if "passed" in line or "Seed" in line))
