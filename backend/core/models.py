@@ -13,6 +13,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 
+from backend.core.provider_choices import default_provider, provider_choices
+
 DEFAULT_ALLOWED_CONTENT_TYPES = [
     "image/jpeg",
     "image/png",
@@ -28,11 +30,6 @@ def default_allowed_content_types() -> list[str]:
     return list(DEFAULT_ALLOWED_CONTENT_TYPES)
 
 
-class Provider(models.TextChoices):
-    CLOUDINARY = "cloudinary", "Cloudinary"
-    S3 = "s3", "Amazon S3 (or S3-compatible)"
-
-
 class AppConfig(models.Model):
     """Singleton: always pk=1; it cannot be deleted and a second row cannot be added."""
 
@@ -40,15 +37,16 @@ class AppConfig(models.Model):
 
     provider = models.CharField(
         max_length=20,
-        choices=Provider.choices,
-        default=Provider.CLOUDINARY,
+        # The storage registry's names (see backend.core.provider_choices for why callables).
+        choices=provider_choices,
+        default=default_provider,
         help_text="Where new uploads go. Existing uploads keep the provider recorded on them.",
     )
     max_upload_size = models.PositiveBigIntegerField(
         default=25 * 1024 * 1024,
         validators=[MinValueValidator(1), MaxValueValidator(5 * 1024**3)],
-        help_text="Largest accepted file, in bytes (S3 single POST allows up to 5 GiB; "
-        "Cloudinary single upload up to 100 MB).",
+        help_text="Largest accepted file, in bytes (at most what the active provider takes: see "
+        "its status below).",
     )
     allowed_content_types = models.JSONField(
         default=default_allowed_content_types,

@@ -7,4 +7,8 @@ class StorageConfig(DjangoAppConfig):
     verbose_name = "Cloud storage providers"
 
     def ready(self) -> None:
-        from backend.storage import checks  # noqa: F401 - registers the system checks
+        # Imported here, not at module level: Django imports apps.py before the models exist.
+        from backend.core import provider_choices
+        from backend.storage import checks, registry  # noqa: F401 - checks registers itself
+
+        provider_choices.register(registry.choices(), default=registry.DEFAULT_PROVIDER)

@@ -10,9 +10,13 @@ Error rules for implementations:
 - any failure to talk to the provider (network, 5xx, throttling, bad credentials at run time)
   raises `backend.core.errors.ProviderUnavailable`;
 - a client-supplied claim that does not verify raises `ConfirmationRejected`;
-- multipart uploads are optional: a provider without them raises `NotSupported`
-  (code `multipart_not_supported`, HTTP 400); a multipart request the provider refuses for the
-  client's reasons (wrong ETag, part too small, unknown upload) raises `MultipartRejected`.
+- multipart uploads are optional (`capabilities.large_uploads`): a provider without them raises
+  `NotSupported` (code `multipart_not_supported`, HTTP 400); a multipart request the provider
+  refuses for the client's reasons (wrong ETag, part too small, unknown upload) raises
+  `MultipartRejected`.
+
+What a provider can do (size limits, large-upload protocol, key rule, notifications) is declared
+in its `capabilities`; code above this layer decides from those facts, never from a name.
 """
 
 from __future__ import annotations
@@ -21,9 +25,77 @@ import abc
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from backend.core.errors import NotSupported
+
+#: How files too big for one request go up: "multipart" (S3: parts presigned one by one, then
+#: assembled by a complete call) or "chunked" (Cloudinary's chunked upload: byte ranges POSTed
+#: to the upload endpoint in order).
+LargeUploadProtocol = Literal["multipart", "chunked"]
+#: How a provider's notification is authenticated: "request_signature" (the provider signs each
+#: delivery with our credentials: `CloudStorageService.verify_notification_request`) or "sns"
+#: (the provider publishes to Amazon SNS; the SNS message signature is checked, AWS's certs).
+NotificationVerification = Literal["request_signature", "sns"]
+
+
+def _keeps_every_extension(content_type: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class ProviderNotifications:
+    """How a provider tells us about objects it stored or removed (our webhooks)."""
+
+    #: Recorded as `metadata.verified_by` when such a notification finalises an upload; the
+    #: upload service skips the client-payload check for these sources (the webhook verified
+    #: the provider's own signature on the whole delivery).
+    source: str
+    verification: NotificationVerification
+    #: True: `presign_upload` signs our webhook URL into each upload (`notification_url`): the
+    #: public base URL + the route named `webhooks:<provider name>`. False: the provider is set
+    #: up once to notify, outside any upload (S3 bucket events published to SNS).
+    per_upload_url: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What one provider can do: part of the contract, declared by each service class."""
+
+    #: Largest object one signed upload request (`presign_upload`) may carry, in bytes.
+    max_single_upload: int
+    #: The protocol for files above `max_single_upload`; None: one request is all there is.
+    large_uploads: LargeUploadProtocol | None = None
+    #: Bounds of the large-upload protocol: every part/chunk but the last is at least
+    #: `min_part_size` and at most `max_part_size` bytes; at most `max_parts` of them (None:
+    #: the provider sets no such bound).
+    min_part_size: int | None = None
+    max_part_size: int | None = None
+    max_parts: int | None = None
+    #: Whether a key keeps the file name's extension, given the content type (Cloudinary adds
+    #: the format to image and video public_ids itself).
+    keeps_extension: Callable[[str], bool] = _keeps_every_extension
+    #: How the provider notifies us; None: it does not.
+    notifications: ProviderNotifications | None = None
+
+    @property
+    def max_upload_size(self) -> int | None:
+        """The largest file this provider takes at all (None: no bound of its own)."""
+        if self.large_uploads is None:
+            return self.max_single_upload
+        if self.max_parts and self.max_part_size:
+            return self.max_parts * self.max_part_size
+        return None
+
+    def for_clients(self) -> dict[str, Any]:
+        """What a client plans an upload with (`GET /api/v1/config/` -> `capabilities`)."""
+        return {
+            "max_single_upload": self.max_single_upload,
+            "large_uploads": self.large_uploads,
+            "min_part_size": self.min_part_size,
+            "max_part_size": self.max_part_size,
+            "max_parts": self.max_parts,
+        }
 
 
 @dataclass(frozen=True)
@@ -162,6 +234,14 @@ class MultipartRejected(Exception):
         self.reason = reason
 
 
+class NotificationRejected(Exception):
+    """A notification is not genuine or not current (bad signature, outside the window)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class ConfirmationRejected(Exception):
     """A client's confirmation payload (e.g. a Cloudinary upload response) does not verify."""
 
@@ -175,6 +255,9 @@ class CloudStorageService(abc.ABC):
 
     #: Stable provider name as stored on `MediaUpload.provider` and `AppConfig.provider`.
     name: ClassVar[str]
+    #: How messages to people name it ("S3", "Cloudinary").
+    display_name: ClassVar[str]
+    capabilities: ClassVar[ProviderCapabilities]
     #: Largest number of keys one `delete_many` call sends to the provider.
     delete_batch_size: ClassVar[int] = 100
 
@@ -196,6 +279,16 @@ class CloudStorageService(abc.ABC):
 
         Default: the provider needs no client payload (S3: we HEAD the object ourselves)."""
         return ref
+
+    def verify_notification_request(
+        self, body: bytes, headers: Mapping[str, str], *, now: int | None = None
+    ) -> None:
+        """Authenticate a delivery this provider signed (`capabilities.notifications.verification
+        == "request_signature"`) on its raw body and headers; raise NotificationRejected."""
+        raise NotSupported(
+            f"The storage provider {self.name!r} does not sign its notifications.",
+            details={"provider": self.name},
+        )
 
     @abc.abstractmethod
     def inspect(self, ref: ObjectRef) -> StoredObject:
@@ -246,15 +339,17 @@ class CloudStorageService(abc.ABC):
         """A short-lived URL to fetch the object (signed where the provider supports it)."""
 
     # --- multipart uploads (optional) -------------------------------------------------------
-    #: Whether this provider implements the multipart methods below.
-    supports_multipart: ClassVar[bool] = False
+    @property
+    def supports_multipart(self) -> bool:
+        """Whether this provider implements the multipart methods below."""
+        return self.capabilities.large_uploads == "multipart"
 
     def multipart_not_supported(self) -> NotSupported:
         return NotSupported(
             f"The storage provider {self.name!r} does not support multipart uploads; "
             "use POST /api/v1/uploads/ (single request) instead.",
             code="multipart_not_supported",
-            details={"provider": self.name, "multipart_providers": ["s3"]},
+            details={"provider": self.name},
         )
 
     def create_multipart_upload(self, ref: ObjectRef) -> MultipartSession:

@@ -33,9 +33,12 @@ from backend.storage.base import (
     ConfirmationRejected,
     DeleteResult,
     ListedObject,
+    NotificationRejected,
     ObjectPage,
     ObjectRef,
     ProbeResult,
+    ProviderCapabilities,
+    ProviderNotifications,
     StoredObject,
     UploadInstructions,
 )
@@ -66,6 +69,12 @@ def resource_type_for(content_type: str) -> str:
     return "raw"
 
 
+def keeps_extension(content_type: str) -> bool:
+    """Cloudinary appends the format to image and video public_ids itself; raw files are served
+    under the public_id as is, so only they keep the extension in the key."""
+    return resource_type_for(content_type) == "raw"
+
+
 def content_type_hint(resource_type: str, fmt: str | None) -> str:
     """A MIME type good enough to map a listed asset back to its resource type."""
     if resource_type == "image":
@@ -91,6 +100,17 @@ def _decode_token(token: str) -> tuple[str, str]:
 
 class CloudinaryService(CloudStorageService):
     name = "cloudinary"
+    display_name = "Cloudinary"
+    capabilities = ProviderCapabilities(
+        # Our flow is one signed upload request, which Cloudinary caps at 100 MB.
+        max_single_upload=100 * 1000 * 1000,
+        keeps_extension=keeps_extension,
+        notifications=ProviderNotifications(
+            source="cloudinary_webhook",
+            verification="request_signature",
+            per_upload_url=True,
+        ),
+    )
     delete_batch_size = 100
 
     def __init__(self, cfg: CloudinarySettings) -> None:
@@ -248,6 +268,21 @@ class CloudinaryService(CloudStorageService):
             bytes(body) + str(timestamp).encode() + self.cfg.api_secret.encode()
         ).hexdigest()
         return hmac.compare_digest(digest.encode(), (signature or "").encode("utf-8", "replace"))
+
+    def verify_notification_request(
+        self, body: bytes, headers: Mapping[str, str], *, now: int | None = None
+    ) -> None:
+        """A delivery as received: X-Cld-Timestamp and X-Cld-Signature over the raw body.
+
+        https://cloudinary.com/documentation/notifications#verifying_notification_signatures"""
+        timestamp = headers.get("X-Cld-Timestamp")
+        signature = headers.get("X-Cld-Signature")
+        if not timestamp or not signature:
+            raise NotificationRejected("X-Cld-Timestamp and X-Cld-Signature are required")
+        if not self.verify_notification(body, timestamp, signature, now=now):
+            raise NotificationRejected(
+                "X-Cld-Signature does not match the body, or X-Cld-Timestamp is outside the window"
+            )
 
     # --- reads -----------------------------------------------------------------------------
     def inspect(self, ref: ObjectRef) -> StoredObject:

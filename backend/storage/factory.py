@@ -1,5 +1,8 @@
 """`CloudStorageFactory`: the only place that chooses a storage provider.
 
+Which providers exist, how each one's settings are loaded and checked and how its service is
+built come from `backend.storage.registry`.
+
 - `active()`: the provider new uploads go to (AppConfig.provider), with a safe fallback to the
   other provider when the chosen one is not configured, and `StorageUnavailable` (503) when none is.
 - `for_upload(row)` / `for_provider(name)`: the provider recorded on a row, whatever is active now.
@@ -18,9 +21,8 @@ from typing import Any
 
 from backend.core.config import get_app_config
 from backend.core.errors import StorageUnavailable
+from backend.storage import registry, s3
 from backend.storage.base import CloudStorageService
-from backend.storage.config_service import PROVIDERS, CloudStorageConfigService
-from backend.storage.provider_settings import CloudinarySettings, S3Settings
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +41,21 @@ class CloudStorageFactory:
         chosen = get_app_config().provider
         if cls._is_usable(chosen):
             return cls.for_provider(chosen)
-        problems = CloudStorageConfigService.problems(chosen)
-        for other in PROVIDERS:
+        problems = registry.check_settings(chosen).problems
+        for other in registry.names():
             if other != chosen and cls._is_usable(other):
                 cls._warn_fallback(chosen, other, problems)
                 return cls.for_provider(other)
+        missing = {name: registry.check_settings(name).missing for name in registry.names()}
         summary = "; ".join(
-            f"{name}: {', '.join(CloudStorageConfigService.missing(name)) or 'invalid settings'}"
-            for name in PROVIDERS
+            f"{name}: {', '.join(names) or 'invalid settings'}" for name, names in missing.items()
         )
         raise StorageUnavailable(
             f"No storage provider is configured ({summary}). "
             "An administrator must set the provider's environment variables.",
             details={
                 "active_provider": chosen,
-                "missing": {name: CloudStorageConfigService.missing(name) for name in PROVIDERS},
+                "missing": missing,
             },
         )
 
@@ -62,24 +64,25 @@ class CloudStorageFactory:
         installed = cls._installed.get(name)
         if installed is not None:
             return installed
-        if name not in PROVIDERS:
+        provider = registry.get(name)
+        if provider is None:
             raise StorageUnavailable(
                 f"Unknown storage provider {name!r}.", details={"provider": name}
             )
-        cfg = cls._settings_for(name)
+        cfg = provider.load_settings()
         service = cls._services.get((name, cfg))
         if service is not None:
             return service
-        problems = CloudStorageConfigService.problems(name)
-        if problems:
+        check = provider.check_settings()
+        if check.problems:
             raise StorageUnavailable(
-                f"Storage provider {name!r} is not configured: {'; '.join(problems)}",
-                details={"provider": name, "missing": CloudStorageConfigService.missing(name)},
+                f"Storage provider {name!r} is not configured: {'; '.join(check.problems)}",
+                details={"provider": name, "missing": check.missing},
             )
         with cls._lock:
             service = cls._services.get((name, cfg))
             if service is None:
-                service = cls._build(name, cfg)
+                service = provider.build(cfg)
                 cls._services[(name, cfg)] = service
             return service
 
@@ -90,13 +93,11 @@ class CloudStorageFactory:
 
     @classmethod
     def configured(cls) -> list[str]:
-        return [name for name in PROVIDERS if cls._is_usable(name)]
+        return [name for name in registry.names() if cls._is_usable(name)]
 
     @classmethod
     def reset(cls) -> None:
         """Drop cached services and clients (call after override_settings in tests)."""
-        from backend.storage import s3
-
         with cls._lock:
             cls._services.clear()
             cls._installed.clear()
@@ -112,23 +113,7 @@ class CloudStorageFactory:
     # --- internals -------------------------------------------------------------------------
     @classmethod
     def _is_usable(cls, name: str) -> bool:
-        return name in cls._installed or CloudStorageConfigService.is_configured(name)
-
-    @staticmethod
-    def _settings_for(name: str) -> Hashable:
-        if name == "s3":
-            return S3Settings.from_django()
-        return CloudinarySettings.from_django()
-
-    @staticmethod
-    def _build(name: str, cfg: Any) -> CloudStorageService:
-        if name == "s3":
-            from backend.storage.s3 import S3Service
-
-            return S3Service(cfg)
-        from backend.storage.cloudinary import CloudinaryService
-
-        return CloudinaryService(cfg)
+        return name in cls._installed or not registry.check_settings(name).problems
 
     @classmethod
     def _warn_fallback(cls, chosen: str, other: str, problems: list[str]) -> None:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backend.core.errors import ProviderUnavailable
+from backend.storage import registry
 from backend.storage.base import (
     CloudStorageService,
     CompletedPart,
@@ -33,6 +34,7 @@ from backend.storage.base import (
     UploadedPart,
     UploadInstructions,
 )
+from backend.storage.s3 import S3Service
 
 #: S3's minimum size of every part but the last (the fake enforces it at complete, like S3).
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -60,12 +62,20 @@ class MemoryMultipart:
 
 class InMemoryStorageService(CloudStorageService):
     name = "memory"
+    display_name = "memory"
+    # Everything the contract offers, multipart included (S3's bounds).
+    capabilities = S3Service.capabilities
     delete_batch_size = 100
 
     def __init__(self, name: str = "memory", *, delete_batch_size: int = 100) -> None:
-        # Instances may pose as "s3"/"cloudinary" so the factory can serve them for a row.
+        # Instances may pose as a registered provider (its name and capabilities) so the
+        # factory can serve them for a row.
         self.__dict__["name"] = name
         self.__dict__["delete_batch_size"] = delete_batch_size
+        posed = registry.get(name)
+        if posed is not None:
+            self.__dict__["capabilities"] = posed.capabilities
+            self.__dict__["display_name"] = posed.service.display_name
         self.available = True
         self._lock = threading.Lock()
         self._objects: dict[str, MemoryObject] = {}
@@ -238,8 +248,6 @@ class InMemoryStorageService(CloudStorageService):
         return f"memory://{self.name}/{ref.key}?expires_in={int(expires_in)}"
 
     # --- multipart ---------------------------------------------------------------------------
-    supports_multipart = True
-
     def create_multipart_upload(self, ref: ObjectRef) -> MultipartSession:
         self._guard("create_multipart_upload")
         upload_id = secrets.token_urlsafe(24)

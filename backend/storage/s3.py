@@ -33,6 +33,8 @@ from backend.storage.base import (
     ObjectRef,
     PartInstructions,
     ProbeResult,
+    ProviderCapabilities,
+    ProviderNotifications,
     StoredObject,
     UploadedPart,
     UploadInstructions,
@@ -49,6 +51,8 @@ _MULTIPART_CLIENT_CODES = frozenset(
 )
 # Presigned GET URLs signed with SigV4 are valid for at most 7 days.
 _MAX_URL_EXPIRY = 7 * 24 * 3600
+MiB = 1024 * 1024
+GiB = 1024 * MiB
 
 _client_lock = threading.Lock()
 _clients: dict[S3Settings, Any] = {}
@@ -129,6 +133,18 @@ def _unavailable(operation: str) -> str:
 
 class S3Service(CloudStorageService):
     name = "s3"
+    display_name = "S3"
+    capabilities = ProviderCapabilities(
+        # A presigned POST carries up to 5 GiB; beyond that, multipart: every part but the last
+        # 5 MiB to 5 GiB, at most 10 000 parts.
+        max_single_upload=5 * GiB,
+        large_uploads="multipart",
+        min_part_size=5 * MiB,
+        max_part_size=5 * GiB,
+        max_parts=10_000,
+        # Bucket event notifications, configured once on the bucket, published to SNS.
+        notifications=ProviderNotifications(source="s3_event", verification="sns"),
+    )
     delete_batch_size = 1000
 
     def __init__(self, cfg: S3Settings) -> None:
@@ -322,8 +338,6 @@ class S3Service(CloudStorageService):
             )
 
     # --- multipart ---------------------------------------------------------------------------
-    supports_multipart = True
-
     def create_multipart_upload(self, ref: ObjectRef) -> MultipartSession:
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,

@@ -43,7 +43,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from backend.core.errors import ServiceUnavailable
-from backend.core.models import Provider
+from backend.storage import registry
 from backend.storage.base import CloudStorageService, ListedObject, MultipartSession, ObjectRef
 from backend.uploads.models import MediaUpload, UploadStatus
 from backend.uploads.services import object_ref
@@ -216,7 +216,7 @@ def expire_orphans(
     bounds the rows handled in this run (the next run continues)."""
     now = now or timezone.now()
     report = CleanupReport(job="expire_orphans", dry_run=dry_run)
-    for provider in providers or Provider.values:
+    for provider in providers or registry.names():
         if dry_run:
             candidates = orphan_candidates(now).filter(provider=provider)
             _expire_dry_run(report, provider, candidates, limit)

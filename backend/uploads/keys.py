@@ -14,6 +14,8 @@ import uuid
 
 from django.conf import settings
 
+from backend.storage.base import ProviderCapabilities
+
 MAX_DISPLAY_NAME_LENGTH = 100
 MAX_KEY_NAME_LENGTH = 100
 # Extensions longer than this are not treated as extensions (keeps "a.<100 chars>" from
@@ -84,23 +86,22 @@ def key_safe_name(display_name: str) -> str:
     return _truncate_keeping_extension(stem + ext.lower(), MAX_KEY_NAME_LENGTH)
 
 
-def cloudinary_resource_type(content_type: str) -> str:
-    """Cloudinary's resource type for a MIME type, as the Cloudinary service signs it."""
-    from backend.storage.cloudinary import resource_type_for
-
-    return resource_type_for(content_type)
-
-
 def build_key(
-    *, owner_id: object, upload_id: uuid.UUID, display_name: str, content_type: str, provider: str
+    *,
+    owner_id: object,
+    upload_id: uuid.UUID,
+    display_name: str,
+    content_type: str,
+    capabilities: ProviderCapabilities,
 ) -> str:
     """`<prefix>/<owner_id>/<uuid hex>/<name>`.
 
-    Cloudinary adds the format to image/video public_ids itself, so there the extension is
-    dropped; raw files keep it because Cloudinary serves raw files under the public_id as is.
+    The name loses its extension where the provider's key rule says so
+    (`capabilities.keeps_extension`: Cloudinary adds the format to image and video public_ids
+    itself, and serves raw files under the public_id as is).
     """
     name = key_safe_name(display_name)
-    if provider == "cloudinary" and cloudinary_resource_type(content_type) != "raw":
+    if not capabilities.keeps_extension(content_type):
         stem, _ext = split_extension(name)
         name = stem
     prefix = settings.UPLOAD_KEY_PREFIX

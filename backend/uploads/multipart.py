@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from backend.core.config import get_app_config
 from backend.core.errors import Conflict, Gone, ServiceUnavailable, ValidationFailed
+from backend.storage import registry
 from backend.storage.base import (
     CloudStorageService,
     CompletedPart,
@@ -122,12 +123,12 @@ def create_multipart_upload(
     )
     service = CloudStorageFactory.active()
     if not service.supports_multipart:
-        raise service.multipart_not_supported()
+        refusal = service.multipart_not_supported()
+        refusal.details["multipart_providers"] = registry.names_with_large_uploads("multipart")
+        raise refusal
     part_size = None if request.size is None else choose_part_size(request.size)
     upload_id = uuid.uuid4()
-    key = services.new_key(
-        owner, upload_id, request.display_name, request.content_type, service.name
-    )
+    key = services.new_key(owner, upload_id, request.display_name, request.content_type, service)
     ref = ObjectRef(key=key, content_type=request.content_type)
     session = service.create_multipart_upload(ref)
     expires_at = timezone.now() + timedelta(seconds=settings.UPLOAD_MULTIPART_EXPIRY_SECONDS)

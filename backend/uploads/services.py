@@ -25,6 +25,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q, Sum
+from django.urls import reverse
 from django.utils import timezone
 
 from backend.core.config import AppConfigSnapshot, get_app_config
@@ -155,12 +156,18 @@ def _check_quota(owner: Any, size: int, max_pending: int, max_bytes_per_day: int
         )
 
 
-def _notification_url(provider: str) -> str | None:
-    if provider != "cloudinary":
-        return None  # S3 events are configured on the bucket, not per upload
-    from backend.uploads.webhooks.urls_for import cloudinary_notification_url
+def notification_url_for(service: CloudStorageService) -> str | None:
+    """The webhook URL signed into each upload, for a provider that takes one
+    (`capabilities.notifications.per_upload_url`): PUBLIC_BASE_URL + the route named
+    `webhooks:<provider>`. None for other providers, or when PUBLIC_BASE_URL is unset.
 
-    return cloudinary_notification_url()
+    The provider must reach this URL from the internet, so a guess (e.g. from the current
+    request's Host header, which a client controls) is never used."""
+    notifications = service.capabilities.notifications
+    base = (settings.PUBLIC_BASE_URL or "").rstrip("/")
+    if notifications is None or not notifications.per_upload_url or not base:
+        return None
+    return base + reverse(f"webhooks:{service.name}")
 
 
 @dataclass(frozen=True)
@@ -197,14 +204,18 @@ def validate_new_upload(
 
 
 def new_key(
-    owner: Any, upload_id: uuid.UUID, display_name: str, content_type: str, provider: str
+    owner: Any,
+    upload_id: uuid.UUID,
+    display_name: str,
+    content_type: str,
+    service: CloudStorageService,
 ) -> str:
     return keys.build_key(
         owner_id=owner.pk,
         upload_id=upload_id,
         display_name=display_name,
         content_type=content_type,
-        provider=provider,
+        capabilities=service.capabilities,
     )
 
 
@@ -233,7 +244,7 @@ def create_upload(
     display_name, checksum = request.display_name, request.checksum_sha256
     service = CloudStorageFactory.active()
     upload_id = uuid.uuid4()
-    key = new_key(owner, upload_id, display_name, content_type, service.name)
+    key = new_key(owner, upload_id, display_name, content_type, service)
     expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
     # max_size = the declared size: the provider then refuses anything else outright (where it
     # enforces policies), and confirm re-checks the stored size either way.
@@ -243,7 +254,7 @@ def create_upload(
         size=limit,
         max_size=limit,
         expires_in=expires_in,
-        notification_url=_notification_url(service.name),
+        notification_url=notification_url_for(service),
     )
     row = MediaUpload.objects.create(
         id=upload_id,

@@ -428,3 +428,10 @@ def test_admin_api_error_text_stays_in_the_server_log(
     }
     assert CLOUDINARY_TEST_KEY not in str(caught.value.details)
     assert any(said in record.getMessage() for record in caplog.records)
+
+
+def test_cloudinary_resource_type() -> None:
+    assert resource_type_for("image/png") == "image"
+    assert resource_type_for("application/pdf") == "raw"
+    assert resource_type_for("video/mp4") == "video"
+    assert resource_type_for("text/plain") == "raw"

@@ -448,6 +448,14 @@ def test_config_endpoint(client, memory_storage) -> None:
     config = get_app_config()
     assert response.json() == {
         "provider": "s3",
+        # The active provider's capabilities: what the widget decides multipart uploads from.
+        "capabilities": {
+            "max_single_upload": 5 * 1024**3,
+            "large_uploads": "multipart",
+            "min_part_size": 5 * 1024**2,
+            "max_part_size": 5 * 1024**3,
+            "max_parts": 10_000,
+        },
         "max_upload_size": config.max_upload_size,
         "allowed_content_types": list(config.allowed_content_types),
         "presign_expiry_seconds": config.presign_expiry_seconds,
@@ -456,7 +464,8 @@ def test_config_endpoint(client, memory_storage) -> None:
 
 def test_config_endpoint_without_provider(client, db) -> None:
     CloudStorageFactory.reset()
-    assert client.get("/api/v1/config/").json()["provider"] is None
+    body = client.get("/api/v1/config/").json()
+    assert body["provider"] is None and body["capabilities"] is None
 
 
 def test_no_secret_in_responses(client, s3_storage) -> None:

@@ -8,7 +8,12 @@ import uuid
 import pytest
 from django.test import override_settings
 
+from backend.storage.cloudinary import CloudinaryService
+from backend.storage.s3 import S3Service
 from backend.uploads import keys
+
+S3 = S3Service.capabilities
+CLOUDINARY = CloudinaryService.capabilities
 
 
 @pytest.mark.parametrize(
@@ -72,18 +77,18 @@ def test_build_key_s3_and_cloudinary() -> None:
     common = {"owner_id": 42, "upload_id": upload_id, "display_name": "My Photo.JPG"}
     hexid = upload_id.hex
     assert (
-        keys.build_key(**common, content_type="image/jpeg", provider="s3")
+        keys.build_key(**common, content_type="image/jpeg", capabilities=S3)
         == f"uploads/42/{hexid}/My-Photo.jpg"
     )
     # Cloudinary adds the format itself to image public_ids ...
     assert (
-        keys.build_key(**common, content_type="image/jpeg", provider="cloudinary")
+        keys.build_key(**common, content_type="image/jpeg", capabilities=CLOUDINARY)
         == f"uploads/42/{hexid}/My-Photo"
     )
     # ... while raw files keep their extension.
     raw = {**common, "display_name": "notes.txt"}
     assert (
-        keys.build_key(**raw, content_type="text/plain", provider="cloudinary")
+        keys.build_key(**raw, content_type="text/plain", capabilities=CLOUDINARY)
         == f"uploads/42/{hexid}/notes.txt"
     )
 
@@ -95,15 +100,8 @@ def test_build_key_uses_configured_prefix() -> None:
         upload_id=uuid.uuid4(),
         display_name="../x.png",
         content_type="image/png",
-        provider="s3",
+        capabilities=S3,
     )
     assert key.startswith("media/in/1/")
     assert key.endswith("/x.png")
     assert ".." not in key
-
-
-def test_cloudinary_resource_type() -> None:
-    assert keys.cloudinary_resource_type("image/png") == "image"
-    assert keys.cloudinary_resource_type("application/pdf") == "raw"
-    assert keys.cloudinary_resource_type("video/mp4") == "video"
-    assert keys.cloudinary_resource_type("text/plain") == "raw"

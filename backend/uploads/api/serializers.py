@@ -158,8 +158,31 @@ class UploadPageSerializer(serializers.Serializer):
     results = UploadOutputSerializer(many=True)
 
 
+class CapabilitiesSerializer(serializers.Serializer):
+    max_single_upload = serializers.IntegerField(
+        help_text="Largest file one upload request (POST /api/v1/uploads/) may carry, in bytes."
+    )
+    large_uploads = serializers.ChoiceField(
+        choices=["multipart", "chunked"],
+        allow_null=True,
+        help_text="How larger files go up: `multipart` (POST /api/v1/uploads/multipart/), or "
+        "null when the provider has no protocol for them.",
+    )
+    min_part_size = serializers.IntegerField(
+        allow_null=True, help_text="Smallest part/chunk but the last, in bytes."
+    )
+    max_part_size = serializers.IntegerField(
+        allow_null=True, help_text="Largest part/chunk, in bytes."
+    )
+    max_parts = serializers.IntegerField(allow_null=True, help_text="Most parts per upload.")
+
+
 class ConfigOutputSerializer(serializers.Serializer):
     provider = serializers.CharField(allow_null=True)
+    capabilities = CapabilitiesSerializer(
+        allow_null=True,
+        help_text="What the active provider can do (null when no provider is configured).",
+    )
     max_upload_size = serializers.IntegerField()
     allowed_content_types = serializers.ListField(child=serializers.CharField())
     presign_expiry_seconds = serializers.IntegerField()

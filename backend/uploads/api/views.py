@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from backend.core.config import get_app_config
 from backend.core.errors import StorageUnavailable, ValidationFailed
+from backend.storage.base import CloudStorageService
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import selectors, services
 from backend.uploads.api import schema
@@ -200,17 +201,18 @@ class UploadConfirmApi(AuthenticatedApi):
 class ConfigApi(AuthenticatedApi):
     @extend_schema(
         operation_id="config_retrieve",
-        summary="Upload policy: active provider, size limit, allowed types, expiry",
+        summary="Upload policy: active provider and its capabilities, size limit, allowed types",
         responses={200: ConfigOutputSerializer},
     )
     def get(self, request: Request) -> Response:
         config = get_app_config()
         try:
-            provider: str | None = CloudStorageFactory.active().name
+            service: CloudStorageService | None = CloudStorageFactory.active()
         except StorageUnavailable:
-            provider = None
+            service = None
         body = {
-            "provider": provider,
+            "provider": service.name if service else None,
+            "capabilities": service.capabilities.for_clients() if service else None,
             "max_upload_size": config.max_upload_size,
             "allowed_content_types": list(config.allowed_content_types),
             # What is applied: the admin's setting, capped by UPLOAD_MAX_PRESIGN_EXPIRY.

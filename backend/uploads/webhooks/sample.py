@@ -21,8 +21,6 @@ import shlex
 import time
 from typing import Any
 
-from backend.uploads.webhooks.urls_for import CLOUDINARY_WEBHOOK_PATH
-
 
 def signed_cloudinary_notification(
     payload: dict[str, Any], *, timestamp: int | None = None
@@ -74,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         sample_payload(args.type, args.public_id, args.version)
     )
     base = args.post.rstrip("/") or "http://127.0.0.1:8000"
-    url = base + CLOUDINARY_WEBHOOK_PATH
+    from django.urls import reverse
+
+    url = base + reverse("webhooks:cloudinary")
     if not args.post:
         print(body.decode())
         header_args = " ".join(f"-H {shlex.quote(f'{k}: {v}')}" for k, v in headers.items())

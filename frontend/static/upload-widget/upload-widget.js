@@ -8,7 +8,8 @@
  *   <method> upload.url                   (XHR, so the browser reports real upload progress)
  *   POST {apiBase}/uploads/{id}/confirm/  ({} for S3; the provider's JSON answer for Cloudinary)
  *
- * Large files on S3 (file.size >= multipartThreshold) go up as an S3 multipart upload instead:
+ * Large files (file.size >= multipartThreshold) go up as a multipart upload instead when the
+ * active provider has them (GET {apiBase}/config/ -> capabilities.large_uploads "multipart"):
  *
  *   POST   {apiBase}/uploads/multipart/                 -> {id, part_size, part_count, ...}
  *   POST   {apiBase}/uploads/{id}/multipart/parts/      {part_numbers} -> presigned PUT URLs
@@ -811,12 +812,16 @@ export class UploadController {
     return response.json();
   }
 
-  /** Multipart for this file? Only on S3 (from GET /config/) and from multipartThreshold up. */
+  /**
+   * Multipart for this file? Only when the active provider has multipart uploads
+   * (`capabilities.large_uploads` from GET /config/), and from multipartThreshold up.
+   */
   async wantsMultipart(file) {
     await this.ready;
     const threshold = Number(this.options.multipartThreshold);
+    const capabilities = (this.config && this.config.capabilities) || {};
     return Boolean(
-      this.config && this.config.provider === "s3" && threshold > 0 && file.size >= threshold,
+      capabilities.large_uploads === "multipart" && threshold > 0 && file.size >= threshold,
     );
   }
 

@@ -309,17 +309,16 @@ def test_unconfigured_cloudinary_is_a_server_side_503(
 def test_no_notification_url_without_public_base_url(
     cloudinary: Any, user: Any, settings: Any
 ) -> None:
-    from backend.uploads.webhooks.urls_for import cloudinary_notification_url
-
     settings.PUBLIC_BASE_URL = ""
-    assert cloudinary_notification_url() is None
+    assert services.notification_url_for(cloudinary.service) is None
     _row, instructions = services.create_upload(
         owner=user, filename="a.txt", content_type="text/plain", size=3
     )
     assert "notification_url" not in instructions.fields
     settings.PUBLIC_BASE_URL = "https://uploads.example.com"
     assert (
-        cloudinary_notification_url() == "https://uploads.example.com/api/v1/webhooks/cloudinary/"
+        services.notification_url_for(cloudinary.service)
+        == "https://uploads.example.com/api/v1/webhooks/cloudinary/"
     )
 
 

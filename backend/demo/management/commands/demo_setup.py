@@ -12,8 +12,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from backend.core.models import AppConfig, Provider
+from backend.core.models import AppConfig
+from backend.storage import registry
 from backend.storage.config_service import CloudStorageConfigService
+from backend.storage.s3 import S3Service
 
 
 class Command(BaseCommand):
@@ -31,9 +33,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--provider",
-            choices=[p.value for p in Provider],
-            default=Provider.S3.value,
-            help="Provider new uploads go to (default: s3, the emulator).",
+            choices=registry.names(),
+            # The store `make demo` emulates locally (devtools/moto_s3.py).
+            default=S3Service.name,
+            help=f"Provider new uploads go to (default: {S3Service.name}, the emulator).",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -1,4 +1,4 @@
-"""`manage.py setup_cloud_storage [--provider {cloudinary,s3}] [--check] [--dry-run]`
+"""`manage.py setup_cloud_storage [--provider NAME] [--check] [--dry-run]` (names: the registry's)
 
 Prints the status of both providers. With --provider, validates it (a live probe with --check)
 and makes it the active provider unless --dry-run. Exits 0 only when the chosen provider (or,
@@ -13,7 +13,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backend.core.config import get_app_config
 from backend.core.errors import StorageUnavailable
-from backend.storage.config_service import PROVIDERS, CloudStorageConfigService, ProviderStatus
+from backend.storage import registry
+from backend.storage.config_service import CloudStorageConfigService, ProviderStatus
 from backend.storage.switching import activate_provider
 
 
@@ -22,7 +23,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--provider", choices=PROVIDERS, help="provider to validate and activate"
+            "--provider", choices=registry.names(), help="provider to validate and activate"
         )
         parser.add_argument(
             "--check", action="store_true", help="also run a live probe against the provider(s)"

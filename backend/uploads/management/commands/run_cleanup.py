@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backend.core.errors import ApplicationError
-from backend.core.models import Provider
+from backend.storage import registry
 from backend.uploads import cleanup
 
 
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("job", choices=["expire", "reconcile"])
         parser.add_argument(
             "--provider",
-            choices=Provider.values,
+            choices=registry.names(),
             help="Only this provider (default: every provider with rows / every configured one).",
         )
         parser.add_argument(

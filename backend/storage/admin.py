@@ -1,5 +1,8 @@
 """Admin for the `AppConfig` singleton: switch the storage provider safely at runtime.
 
+It lives with the storage layer (the model is core's): the form and the status block are about
+providers, and core sits below storage, so core cannot show them.
+
 Switching is refused (form error listing the missing variables) when the target provider is not
 configured. Saving clears the shared AppConfig cache (the model does it), so every process picks the
 new provider on its next request; the change is logged with the user who made it.
@@ -18,11 +21,11 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from backend.core.models import AppConfig
+from backend.storage import registry
 from backend.storage.config_service import CloudStorageConfigService, ProviderStatus
 from backend.storage.switching import log_provider_change
 
 # RFC 6838 type/subtype (lower-cased); parameters such as "; charset=" are not allowed here.
-CLOUDINARY_MAX_SINGLE_UPLOAD = 100 * 1000 * 1000
 _MIME_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -54,13 +57,20 @@ class AppConfigForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        provider, max_size = cleaned.get("provider"), cleaned.get("max_upload_size")
-        # Our Cloudinary flow is one signed upload request, which Cloudinary caps at 100 MB.
-        if provider == "cloudinary" and max_size and max_size > CLOUDINARY_MAX_SINGLE_UPLOAD:
+        provider = registry.get(str(cleaned.get("provider") or ""))
+        max_size = cleaned.get("max_upload_size")
+        limit = provider.capabilities.max_upload_size if provider else None
+        if provider and limit and max_size and max_size > limit:
+            larger = [
+                p.service.display_name
+                for p in registry.PROVIDERS
+                if (p.capabilities.max_upload_size or max_size) >= max_size
+            ]
             self.add_error(
                 "max_upload_size",
-                f"Cloudinary accepts at most {CLOUDINARY_MAX_SINGLE_UPLOAD} bytes (100 MB) in one "
-                "upload request; lower the limit or use S3 for larger files.",
+                f"{provider.service.display_name} accepts at most {limit} bytes "
+                f"({_upload_limit(provider)}); lower the limit"
+                + (f" or use {' or '.join(larger)} for larger files." if larger else "."),
             )
         return cleaned
 
@@ -86,6 +96,16 @@ class AppConfigForm(forms.ModelForm):
         return cleaned
 
 
+def _upload_limit(provider: registry.StorageProvider) -> str:
+    """E.g. "100 MB in one upload request", from the provider's capabilities."""
+    caps = provider.capabilities
+    if caps.large_uploads is None:
+        return f"{caps.max_single_upload / 1_000_000:g} MB in one upload request"
+    if caps.max_upload_size is None:
+        return f"no limit of its own ({caps.large_uploads} uploads)"
+    return f"{caps.max_upload_size / 1_000_000:g} MB with {caps.large_uploads} uploads"
+
+
 def _render_status(status: ProviderStatus) -> SafeString:
     if status.configured:
         state = mark_safe('<strong style="color:#2e7d32">configured</strong>')
@@ -97,7 +117,10 @@ def _render_status(status: ProviderStatus) -> SafeString:
             probe = format_html(" &middot; live check ok ({} ms)", f"{status.probe.latency_ms:.0f}")
         else:
             probe = format_html(" &middot; live check FAILED: {}", status.probe.error or "")
-    items = format_html_join("", "<li>{}</li>", ((p,) for p in status.problems + status.notes))
+    provider = registry.get(status.provider)
+    limit = [f"largest upload: {_upload_limit(provider)}"] if provider else []
+    lines = status.problems + status.notes + limit
+    items = format_html_join("", "<li>{}</li>", ((line,) for line in lines))
     return format_html(
         "<p><strong>{}</strong>: {}{}</p><ul>{}</ul>", status.provider, state, probe, items
     )
