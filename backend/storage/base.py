@@ -223,15 +223,51 @@ class CompletedPart:
 KeepUploads = Callable[[Sequence[MultipartSession]], Collection[tuple[str, str]]]
 
 
+#: What a refused multipart request means for the client: a part list it can fix, a part
+#: below the minimum size, or an upload that is no longer there (aborted, completed, expired).
+MultipartRefusal = Literal["invalid_part", "part_too_small", "upload_gone"]
+
+
 class MultipartRejected(Exception):
     """The provider refused a multipart request for the client's reasons.
 
-    `code` is the provider's (S3: InvalidPart, InvalidPartOrder, EntityTooSmall, NoSuchUpload)."""
+    `code` is the provider's (S3: InvalidPart, InvalidPartOrder, EntityTooSmall, NoSuchUpload),
+    `kind` what it means, `advice` what the client can do about it (for the API's message)."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        kind: MultipartRefusal = "invalid_part",
+        advice: str = "",
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.kind = kind
+        self.advice = advice
+
+
+class RangeNotSatisfiable(Exception):
+    """A ranged read of an object that has no byte 0 (S3 InvalidRange, HTTP 416): it is empty."""
+
+
+def first_bytes_range(length: int) -> str:
+    """The HTTP Range header value for the first `length` bytes."""
+    return f"bytes=0-{length - 1}"
+
+
+def full_size(content_range: object, content_length: object) -> int | None:
+    """The whole object's size from a ranged read's answer: the total of its Content-Range
+    (`bytes 0-511/123456`), or its Content-Length when the server ignored the Range and sent
+    the whole object. None when neither says."""
+    text = str(content_range or "")
+    total = text.rsplit("/", 1)[-1] if "/" in text else ""
+    if total.isdigit():
+        return int(total)
+    length = "" if content_length is None else str(content_length)
+    return int(length) if length.isdigit() else None
 
 
 class NotificationRejected(Exception):
@@ -294,9 +330,9 @@ class CloudStorageService(abc.ABC):
     def inspect(self, ref: ObjectRef) -> StoredObject:
         """Size, content type, ETag/version and URL as stored at the provider."""
 
-    @abc.abstractmethod
     def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
         """The first `length` bytes of the stored object, or None if it is missing."""
+        return self.inspect_with_head(ref, length)[1]
 
     def inspect_with_head(
         self, ref: ObjectRef, length: int = 512
@@ -304,12 +340,22 @@ class CloudStorageService(abc.ABC):
         """The stored facts and the first `length` bytes of ONE version of the object.
 
         Verification needs both to describe the same bytes: presigned instructions stay usable
-        until they expire, so the object can be replaced between two separate calls. Providers
-        that can answer both with one ranged read override this (one call instead of two)."""
-        stored = self.inspect(ref)
-        if not stored.exists:
-            return stored, None
-        return stored, self.read_head(ref, length)
+        until they expire, so the object can be replaced between two separate calls. One ranged
+        read (`read_first_bytes`) answers both: its headers describe the object whose first
+        bytes it returns."""
+        if length <= 0:
+            return self.inspect(ref), b""
+        try:
+            return self.read_first_bytes(ref, length)
+        except RangeNotSatisfiable:  # an empty object has no byte 0
+            stored = self.inspect(ref)
+            return stored, (b"" if stored.exists else None)
+
+    @abc.abstractmethod
+    def read_first_bytes(self, ref: ObjectRef, length: int) -> tuple[StoredObject, bytes | None]:
+        """One ranged read of bytes 0..length-1 (`first_bytes_range`): the stored facts from its
+        answer (the full size via `full_size`) and at most `length` bytes; a missing object is
+        `(StoredObject(exists=False), None)`. Raises RangeNotSatisfiable for an empty object."""
 
     @abc.abstractmethod
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:

@@ -13,10 +13,9 @@ import base64
 import hashlib
 import hmac
 import json
-import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,12 +38,14 @@ from backend.storage.base import (
     ProbeResult,
     ProviderCapabilities,
     ProviderNotifications,
+    RangeNotSatisfiable,
     StoredObject,
     UploadInstructions,
+    first_bytes_range,
+    full_size,
 )
+from backend.storage.calls import CallFault, provider_call
 from backend.storage.provider_settings import CLOUDINARY_DELIVERY_BASE, CloudinarySettings
-
-logger = logging.getLogger(__name__)
 
 RESOURCE_TYPES: tuple[str, ...] = ("image", "video", "raw")
 # Cloudinary accepts signed upload parameters for one hour after their timestamp.
@@ -82,6 +83,15 @@ def content_type_hint(resource_type: str, fmt: str | None) -> str:
     if resource_type == "video":
         return f"video/{fmt or '*'}"
     return "application/octet-stream"
+
+
+def _fault(exc: BaseException) -> CallFault | None:
+    """What an SDK or HTTP error means for `provider_call`."""
+    if isinstance(exc, cloudinary.exceptions.RateLimited):
+        return CallFault("RateLimited", f"rate-limited: {exc}", retry_after=60)
+    if isinstance(exc, cloudinary.exceptions.Error | requests.RequestException):
+        return CallFault(type(exc).__name__, str(exc))
+    return None
 
 
 def _encode_token(resource_type: str, cursor: str) -> str:
@@ -127,25 +137,9 @@ class CloudinaryService(CloudStorageService):
             "timeout": HTTP_TIMEOUT[1],
         }
 
-    @contextmanager
-    def _calling(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        # Cloudinary's error text (and a request error's URL) goes to the server log only; API
-        # clients get the operation and the kind of error.
-        except cloudinary.exceptions.RateLimited as exc:
-            logger.warning("Cloudinary %s rate-limited: %s", operation, exc)
-            raise ProviderUnavailable(
-                f"Cloudinary {operation} is unavailable; retry later.",
-                details={"provider": self.name, "operation": operation, "code": "RateLimited"},
-                retry_after=60,
-            ) from exc
-        except (cloudinary.exceptions.Error, requests.RequestException) as exc:
-            logger.warning("Cloudinary %s failed: %s", operation, exc)
-            raise ProviderUnavailable(
-                f"Cloudinary {operation} is unavailable; retry later.",
-                details={"provider": self.name, "operation": operation, "code": type(exc).__name__},
-            ) from exc
+    def _calling(self, operation: str) -> AbstractContextManager[None]:
+        # Cloudinary's error text (and a request error's URL) goes to the server log only.
+        return provider_call(self.name, operation, _fault, display_name=self.display_name)
 
     def sign(self, params: Mapping[str, Any], *, signature_version: int = 2) -> str:
         return str(
@@ -186,12 +180,12 @@ class CloudinaryService(CloudStorageService):
             response = _session.request(
                 method, url, headers=headers, timeout=HTTP_TIMEOUT, stream=True
             )
-        if response.status_code >= 500 or response.status_code in (401, 403, 420, 429):
-            response.close()
-            raise ProviderUnavailable(
-                f"Cloudinary delivery {method} answered {response.status_code}.",
-                details={"provider": self.name, "operation": f"delivery {method}"},
-            )
+            if response.status_code >= 500 or response.status_code in (401, 403, 420, 429):
+                response.close()
+                raise ProviderUnavailable(
+                    f"Cloudinary delivery {method} answered {response.status_code}.",
+                    details={"provider": self.name, "operation": f"delivery {method}"},
+                )
         return response
 
     # --- uploads ---------------------------------------------------------------------------
@@ -293,10 +287,11 @@ class CloudinaryService(CloudStorageService):
         response.close()
         if response.status_code == 404:
             return StoredObject(key=ref.key, exists=False)
-        return self._stored_from(ref, url, response, response.headers.get("Content-Length", ""))
+        size = full_size(None, response.headers.get("Content-Length"))
+        return self._stored_from(ref, url, response, size)
 
     def _stored_from(
-        self, ref: ObjectRef, url: str, response: requests.Response, size: str
+        self, ref: ObjectRef, url: str, response: requests.Response, size: int | None
     ) -> StoredObject:
         """The StoredObject a delivery HEAD/GET answer describes (`size` from whichever header
         carries the full length)."""
@@ -309,7 +304,7 @@ class CloudinaryService(CloudStorageService):
         return StoredObject(
             key=ref.key,
             exists=True,
-            size=int(size) if size.isdigit() else None,
+            size=size,
             content_type=content_type or None,
             etag=response.headers.get("ETag", "").strip('"') or None,
             version=ref.version,
@@ -317,29 +312,20 @@ class CloudinaryService(CloudStorageService):
             extra={"resource_type": resource_type_for(ref.content_type)},
         )
 
-    def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
-        return self.inspect_with_head(ref, length)[1]
-
-    def inspect_with_head(
-        self, ref: ObjectRef, length: int = 512
-    ) -> tuple[StoredObject, bytes | None]:
+    def read_first_bytes(self, ref: ObjectRef, length: int) -> tuple[StoredObject, bytes | None]:
         # One ranged GET on the delivery URL of the original: the headers (Content-Range with
         # the full size, Content-Type, ETag) describe exactly the bytes it returns.
-        if length <= 0:
-            return self.inspect(ref), b""
         url = self.delivery_url(ref)
-        response = self._cdn_request("GET", url, {"Range": f"bytes=0-{length - 1}"})
+        response = self._cdn_request("GET", url, {"Range": first_bytes_range(length)})
         try:
             if response.status_code == 404:
                 return StoredObject(key=ref.key, exists=False), None
-            if response.status_code == 416:  # empty object
-                stored = self.inspect(ref)
-                return stored, (b"" if stored.exists else None)
-            content_range = response.headers.get("Content-Range", "")
-            total = content_range.rsplit("/", 1)[-1] if "/" in content_range else ""
-            if not total.isdigit():  # no Range honoured: the whole object came
-                total = response.headers.get("Content-Length", "")
-            stored = self._stored_from(ref, url, response, total)
+            if response.status_code == 416:
+                raise RangeNotSatisfiable
+            size = full_size(
+                response.headers.get("Content-Range"), response.headers.get("Content-Length")
+            )
+            stored = self._stored_from(ref, url, response, size)
             with self._calling("delivery GET"):
                 # A server that ignores Range sends everything: read no more than asked.
                 data = bytes(response.raw.read(length, decode_content=True)[:length])
@@ -422,13 +408,15 @@ class CloudinaryService(CloudStorageService):
     def probe(self) -> ProbeResult:
         started = time.perf_counter()
         try:
-            cloudinary.api.ping(**self._api_options)
+            with self._calling("probe (ping)"):
+                cloudinary.api.ping(**self._api_options)
         except Exception as exc:  # the probe reports every failure, it never raises
+            cause = exc.__cause__ if isinstance(exc, ProviderUnavailable) and exc.__cause__ else exc
             return ProbeResult(
                 provider=self.name,
                 ok=False,
                 latency_ms=(time.perf_counter() - started) * 1000,
-                error=f"ping failed: {type(exc).__name__}: {exc}",
+                error=f"ping failed: {type(cause).__name__}: {cause}",
             )
         return ProbeResult(
             provider=self.name, ok=True, latency_ms=(time.perf_counter() - started) * 1000

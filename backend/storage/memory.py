@@ -24,7 +24,6 @@ from backend.storage.base import (
     DeleteResult,
     KeepUploads,
     ListedObject,
-    MultipartRejected,
     MultipartSession,
     ObjectPage,
     ObjectRef,
@@ -34,7 +33,7 @@ from backend.storage.base import (
     UploadedPart,
     UploadInstructions,
 )
-from backend.storage.s3 import S3Service
+from backend.storage.s3 import S3Service, multipart_rejected
 
 #: S3's minimum size of every part but the last (the fake enforces it at complete, like S3).
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -207,11 +206,15 @@ class InMemoryStorageService(CloudStorageService):
             last_modified=stored.last_modified,
         )
 
-    def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
-        self._guard("read_head")
+    def read_first_bytes(self, ref: ObjectRef, length: int) -> tuple[StoredObject, bytes | None]:
+        # The facts come from `inspect`, so a test can stand in for the provider's answer by
+        # replacing that one method.
+        stored = self.inspect(ref)
         with self._lock:
-            stored = self._objects.get(ref.key)
-        return None if stored is None else stored.data[: max(0, length)]
+            held = self._objects.get(ref.key)
+        if not stored.exists or held is None:
+            return StoredObject(key=ref.key, exists=False), None
+        return stored, held.data[:length]
 
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
         keys = list(dict.fromkeys(ref.key for ref in refs))
@@ -261,7 +264,7 @@ class InMemoryStorageService(CloudStorageService):
         with self._lock:
             upload = self._multiparts.get(upload_id)
         if upload is None or upload.key != ref.key:
-            raise MultipartRejected("NoSuchUpload", "NoSuchUpload: the upload does not exist")
+            raise multipart_rejected("NoSuchUpload", "NoSuchUpload: the upload does not exist")
         return upload
 
     def presign_upload_part(
@@ -306,14 +309,14 @@ class InMemoryStorageService(CloudStorageService):
         upload = self._upload(ref, upload_id)
         numbers = [p.part_number for p in parts]
         if not parts or numbers != sorted(set(numbers)):
-            raise MultipartRejected("InvalidPartOrder", "InvalidPartOrder: not ascending")
+            raise multipart_rejected("InvalidPartOrder", "InvalidPartOrder: not ascending")
         chunks: list[bytes] = []
         for index, part in enumerate(parts):
             held = upload.parts.get(part.part_number)
             if held is None or held[1].strip('"') != part.etag.strip('"'):
-                raise MultipartRejected("InvalidPart", f"InvalidPart: part {part.part_number}")
+                raise multipart_rejected("InvalidPart", f"InvalidPart: part {part.part_number}")
             if index < len(parts) - 1 and len(held[0]) < self.min_part_size:
-                raise MultipartRejected("EntityTooSmall", f"EntityTooSmall: {part.part_number}")
+                raise multipart_rejected("EntityTooSmall", f"EntityTooSmall: {part.part_number}")
             chunks.append(held[0])
         with self._lock:
             self._multiparts.pop(upload_id, None)

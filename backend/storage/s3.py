@@ -6,11 +6,10 @@ client costs ~65 ms, signing with a cached client ~0.15 ms. boto3 clients are th
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -27,6 +26,7 @@ from backend.storage.base import (
     DeleteResult,
     KeepUploads,
     ListedObject,
+    MultipartRefusal,
     MultipartRejected,
     MultipartSession,
     ObjectPage,
@@ -35,20 +35,42 @@ from backend.storage.base import (
     ProbeResult,
     ProviderCapabilities,
     ProviderNotifications,
+    RangeNotSatisfiable,
     StoredObject,
     UploadedPart,
     UploadInstructions,
+    first_bytes_range,
+    full_size,
 )
+from backend.storage.calls import CallFault, provider_call
 from backend.storage.provider_settings import S3Settings
-
-logger = logging.getLogger(__name__)
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "503"})
-# Multipart answers that are the client's fault (a 4xx the client can act on), not an outage.
-_MULTIPART_CLIENT_CODES = frozenset(
-    {"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "NoSuchUpload", "MalformedXML"}
-)
+# Multipart answers that are the client's fault (a 4xx the client can act on), not an outage:
+# what each means, and what to do about it.
+_MULTIPART_REFUSALS: dict[str, tuple[MultipartRefusal, str]] = {
+    "InvalidPart": (
+        "invalid_part",
+        "S3 does not hold every listed part with the given ETag. Upload the missing parts "
+        "again (GET the parts list for the ETags S3 holds), then complete again.",
+    ),
+    "InvalidPartOrder": ("invalid_part", "The parts must be listed in ascending order."),
+    "MalformedXML": ("invalid_part", "The parts list was not accepted by S3."),
+    "EntityTooSmall": (
+        "part_too_small",
+        "Every part but the last must be exactly part_size bytes (at least 5 MiB).",
+    ),
+    "NoSuchUpload": ("upload_gone", "The multipart upload is no longer there."),
+}
+
+
+def multipart_rejected(code: str, reason: str) -> MultipartRejected:
+    """S3's refusal `code` as the contract's MultipartRejected (kind and advice filled in)."""
+    kind, advice = _MULTIPART_REFUSALS.get(code, ("invalid_part", "S3 refused the request."))
+    return MultipartRejected(code, reason, kind=kind, advice=advice)
+
+
 # Presigned GET URLs signed with SigV4 are valid for at most 7 days.
 _MAX_URL_EXPIRY = 7 * 24 * 3600
 MiB = 1024 * 1024
@@ -56,8 +78,6 @@ GiB = 1024 * MiB
 
 _client_lock = threading.Lock()
 _clients: dict[S3Settings, Any] = {}
-#: How many boto3 clients this process has built (tests assert the warm path builds none).
-clients_built = 0
 
 
 def get_client(cfg: S3Settings) -> Any:
@@ -80,7 +100,6 @@ def drop_clients() -> None:
 
 
 def _build_client(cfg: S3Settings) -> Any:
-    global clients_built
     config = Config(
         # Without this boto3 presigns POSTs with SigV2 fields, which new regions refuse.
         signature_version="s3v4",
@@ -101,17 +120,7 @@ def _build_client(cfg: S3Settings) -> Any:
         if cfg.session_token:
             kwargs["aws_session_token"] = cfg.session_token
     # Otherwise boto3's default credential chain (instance role, env, profile) applies.
-    clients_built += 1
     return boto3.session.Session().client("s3", **kwargs)
-
-
-def _total_size(response: dict[str, Any]) -> int:
-    """Full object size from a ranged GetObject: `Content-Range: bytes 0-511/123456`."""
-    content_range = str(response.get("ContentRange") or "")
-    total = content_range.rsplit("/", 1)[-1] if "/" in content_range else ""
-    if total.isdigit():
-        return int(total)
-    return int(response.get("ContentLength", 0))  # no Range honoured: the whole object came
 
 
 def _error_code(exc: ClientError) -> str:
@@ -126,9 +135,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _unavailable(operation: str) -> str:
-    """The client-facing message of a ProviderUnavailable (never S3's own text)."""
-    return f"S3 {operation} is unavailable; retry later."
+def aws_fault(exc: BaseException) -> CallFault | None:
+    """What a botocore error means for `provider_call` (S3 here, and SNS for the webhook)."""
+    if isinstance(exc, ClientError):
+        code = _error_code(exc)
+        return CallFault(code, _describe(exc), retry_after=5 if code in _THROTTLE_CODES else 30)
+    if isinstance(exc, BotoCoreError):
+        return CallFault(type(exc).__name__, _describe(exc))
+    return None
 
 
 class S3Service(CloudStorageService):
@@ -155,27 +169,16 @@ class S3Service(CloudStorageService):
     def client(self) -> Any:
         return get_client(self.cfg)
 
-    @contextmanager
-    def _calling(self, operation: str) -> Iterator[None]:
-        try:
-            yield
-        # S3's own error text can name the account, an IAM ARN or the bucket: it goes to the
-        # server log only. API clients get the operation and S3's error code.
-        except ClientError as exc:
-            code = _error_code(exc)
-            retry_after = 5 if code in _THROTTLE_CODES else 30
-            logger.warning("S3 %s failed on bucket %s: %s", operation, self.bucket, _describe(exc))
-            raise ProviderUnavailable(
-                _unavailable(operation),
-                details={"provider": self.name, "operation": operation, "code": code},
-                retry_after=retry_after,
-            ) from exc
-        except BotoCoreError as exc:
-            logger.warning("S3 %s failed on bucket %s: %s", operation, self.bucket, _describe(exc))
-            raise ProviderUnavailable(
-                _unavailable(operation),
-                details={"provider": self.name, "operation": operation, "code": type(exc).__name__},
-            ) from exc
+    def _calling(self, operation: str) -> AbstractContextManager[None]:
+        # S3's error text can name the account, an IAM ARN or the bucket: the log only.
+        return provider_call(self.name, operation, self._fault, display_name=self.display_name)
+
+    def _fault(self, exc: BaseException) -> CallFault | None:
+        fault = aws_fault(exc)
+        if fault is None:
+            return None
+        description = f"bucket {self.bucket}: {fault.description}"
+        return CallFault(fault.code, description, fault.retry_after)
 
     def object_url(self, key: str) -> str:
         """The canonical (unsigned) URL of an object; private objects need `download_url`."""
@@ -237,7 +240,9 @@ class S3Service(CloudStorageService):
                 raise
         return self._stored_from(ref, head, int(head.get("ContentLength", 0)))
 
-    def _stored_from(self, ref: ObjectRef, response: dict[str, Any], size: int) -> StoredObject:
+    def _stored_from(
+        self, ref: ObjectRef, response: dict[str, Any], size: int | None
+    ) -> StoredObject:
         return StoredObject(
             key=ref.key,
             exists=True,
@@ -250,36 +255,27 @@ class S3Service(CloudStorageService):
             extra={"bucket": self.bucket},
         )
 
-    def read_head(self, ref: ObjectRef, length: int = 512) -> bytes | None:
-        return self.inspect_with_head(ref, length)[1]
-
-    def inspect_with_head(
-        self, ref: ObjectRef, length: int = 512
-    ) -> tuple[StoredObject, bytes | None]:
-        # One ranged GetObject answers both: its headers describe the object whose first bytes
-        # it returns (Content-Range carries the full size), so a replacement cannot slip in
-        # between a HEAD and a GET.
-        if length <= 0:
-            return self.inspect(ref), b""
+    def read_first_bytes(self, ref: ObjectRef, length: int) -> tuple[StoredObject, bytes | None]:
+        # One ranged GetObject: its headers describe the object whose first bytes it returns.
         with self._calling("inspect (ranged GetObject)"):
             try:
                 response = self.client.get_object(
-                    Bucket=self.bucket, Key=ref.key, Range=f"bytes=0-{length - 1}"
+                    Bucket=self.bucket, Key=ref.key, Range=first_bytes_range(length)
                 )
             except ClientError as exc:
                 code = _error_code(exc)
                 if code in _NOT_FOUND_CODES:
                     return StoredObject(key=ref.key, exists=False), None
-                if code == "InvalidRange":  # an empty object has no byte 0
-                    stored = self.inspect(ref)
-                    return stored, (b"" if stored.exists else None)
+                if code == "InvalidRange":
+                    raise RangeNotSatisfiable from None
                 raise
             body = response["Body"]
             try:
                 data = bytes(body.read(length))
             finally:
                 body.close()
-        return self._stored_from(ref, response, _total_size(response)), data
+        size = full_size(response.get("ContentRange"), response.get("ContentLength"))
+        return self._stored_from(ref, response, size), data
 
     # --- deletes ---------------------------------------------------------------------------
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
@@ -395,8 +391,8 @@ class S3Service(CloudStorageService):
                 yield
             except ClientError as exc:
                 code = _error_code(exc)
-                if code in _MULTIPART_CLIENT_CODES:
-                    raise MultipartRejected(code, _describe(exc)) from None
+                if code in _MULTIPART_REFUSALS:
+                    raise multipart_rejected(code, _describe(exc)) from None
                 raise
 
     def list_parts(self, ref: ObjectRef, upload_id: str) -> list[UploadedPart]:
@@ -476,13 +472,14 @@ class S3Service(CloudStorageService):
     def probe(self) -> ProbeResult:
         started = time.perf_counter()
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError) as exc:
+            with self._calling("probe (HeadBucket)"):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ProviderUnavailable as exc:
             return ProbeResult(
                 provider=self.name,
                 ok=False,
                 latency_ms=(time.perf_counter() - started) * 1000,
-                error=f"head_bucket on {self.bucket!r} failed: {_describe(exc)}",
+                error=f"head_bucket on {self.bucket!r} failed: {_describe(exc.__cause__ or exc)}",
             )
         return ProbeResult(
             provider=self.name, ok=True, latency_ms=(time.perf_counter() - started) * 1000

@@ -50,20 +50,6 @@ MAX_PART_SIZE = 5 * 1024 * MiB
 MAX_PARTS = 10_000
 #: Part URLs one request may ask for (Uppy asks for one at a time; apps may batch).
 MAX_PARTS_PER_SIGN_REQUEST = 100
-# What the provider's refusal means for the client, and what to do about it.
-_REJECTIONS = {
-    "InvalidPart": (
-        "invalid_part",
-        "S3 does not hold every listed part with the given ETag. Upload the missing parts "
-        "again (GET the parts list for the ETags S3 holds), then complete again.",
-    ),
-    "InvalidPartOrder": ("invalid_part", "The parts must be listed in ascending order."),
-    "MalformedXML": ("invalid_part", "The parts list was not accepted by S3."),
-    "EntityTooSmall": (
-        "part_too_small",
-        "Every part but the last must be exactly part_size bytes (at least 5 MiB).",
-    ),
-}
 
 
 def choose_part_size(size: int) -> int:
@@ -257,16 +243,15 @@ def list_parts(row: MediaUpload) -> list[UploadedPart]:
     try:
         return service.list_parts(services.object_ref(row), row.multipart_upload_id)
     except MultipartRejected as exc:
-        if exc.code == "NoSuchUpload":
+        if exc.kind == "upload_gone":
             raise _gone(row) from None
-        raise _rejected(exc) from None
+        raise _rejected(service, exc) from None
 
 
-def _rejected(exc: MultipartRejected) -> ValidationFailed:
-    code, advice = _REJECTIONS.get(exc.code, ("invalid_part", "S3 refused the request."))
+def _rejected(service: CloudStorageService, exc: MultipartRejected) -> ValidationFailed:
     return ValidationFailed(
-        f"S3 refused to complete the upload ({exc.code}). {advice}",
-        code=code,
+        f"{service.display_name} refused to complete the upload ({exc.code}). {exc.advice}",
+        code=exc.kind,
         details={"provider_code": exc.code, "status": UploadStatus.PENDING},
     )
 
@@ -293,8 +278,8 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
             services.object_ref(row), row.multipart_upload_id, ordered
         )
     except MultipartRejected as exc:
-        if exc.code != "NoSuchUpload":
-            raise _rejected(exc) from None
+        if exc.kind != "upload_gone":
+            raise _rejected(service, exc) from None
         if not service.inspect(services.object_ref(row)).exists:
             raise _gone(row) from None
     return services.finalise_upload(row.pk, source="client")

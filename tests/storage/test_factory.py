@@ -8,7 +8,6 @@ import pytest
 from django.test import override_settings
 
 from backend.core.errors import StorageUnavailable
-from backend.storage import s3
 from backend.storage.cloudinary import CloudinaryService
 from backend.storage.factory import CloudStorageFactory
 from backend.storage.memory import InMemoryStorageService
@@ -104,19 +103,19 @@ def test_rows_keep_their_provider_after_a_switch(use_provider, django_user_model
 
 
 def test_warm_path_costs_no_query_and_no_new_client(
-    use_provider, django_assert_num_queries
+    use_provider, django_assert_num_queries, boto3_clients
 ) -> None:
     use_provider("s3")
     with override_settings(**S3_SETTINGS):
         first = CloudStorageFactory.active()
         client = first.client
-        built = s3.clients_built
+        built = len(boto3_clients)
         with django_assert_num_queries(0):
             for _ in range(50):
                 again = CloudStorageFactory.active()
                 assert again.client is client
     assert again is first
-    assert s3.clients_built == built
+    assert len(boto3_clients) == built
 
 
 def test_settings_change_builds_a_new_service(use_provider) -> None:

@@ -23,7 +23,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -32,8 +35,14 @@ from django.conf import settings
 from django.core.cache import cache
 
 from backend.core.errors import ProviderUnavailable
+from backend.storage.calls import provider_call
+from backend.storage.s3 import aws_fault
 
 logger = logging.getLogger(__name__)
+
+#: The name SNS calls go by in `provider_call` (logs, errors, per-service hooks).
+SNS = "sns"
+_TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "InternalError"})
 
 NOTIFICATION = "Notification"
 SUBSCRIPTION_CONFIRMATION = "SubscriptionConfirmation"
@@ -370,9 +379,6 @@ def _sns_client(region: str) -> Any:
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            import boto3
-            from botocore.config import Config
-
             client = boto3.client(
                 "sns",
                 region_name=region,
@@ -395,23 +401,21 @@ def reset_clients() -> None:
 def confirm_subscription(topic_arn: str, token: str) -> str:
     """Confirm a subscription through the SNS API; return the subscription ARN.
 
-    AuthenticateOnUnsubscribe stops anyone holding the UnsubscribeURL from removing us.
-    """
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    AuthenticateOnUnsubscribe stops anyone holding the UnsubscribeURL from removing us. SNS
+    refusing the token is the sender's problem (SnsVerificationError, 4xx); SNS failing or out
+    of reach is ours (ProviderUnavailable, 5xx: SNS delivers the confirmation again)."""
     client = _sns_client(region_from_arn(topic_arn))
-    try:
-        response = client.confirm_subscription(
-            TopicArn=topic_arn, Token=token, AuthenticateOnUnsubscribe="true"
-        )
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if status >= 500 or code in {"Throttling", "ThrottlingException", "InternalError"}:
-            raise ProviderUnavailable(f"SNS ConfirmSubscription failed ({code}).") from exc
-        raise SnsVerificationError(f"SNS refused the subscription confirmation ({code})") from exc
-    except BotoCoreError as exc:
-        raise ProviderUnavailable(
-            f"SNS could not be reached to confirm the subscription ({type(exc).__name__})."
-        ) from exc
+    with provider_call(SNS, "ConfirmSubscription", aws_fault, display_name="SNS"):
+        try:
+            response = client.confirm_subscription(
+                TopicArn=topic_arn, Token=token, AuthenticateOnUnsubscribe="true"
+            )
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if status < 500 and code not in _TRANSIENT_CODES:
+                raise SnsVerificationError(
+                    f"SNS refused the subscription confirmation ({code})"
+                ) from exc
+            raise
     return str(response.get("SubscriptionArn", ""))
