@@ -91,3 +91,10 @@ def check_settings(name: str) -> SettingsCheck:
 
 def names_with_large_uploads(protocol: LargeUploadProtocol) -> list[str]:
     return [p.name for p in PROVIDERS if p.capabilities.large_uploads == protocol]
+
+
+def notification_sources() -> frozenset[str]:
+    """The `verified_by` names of provider notifications (`capabilities.notifications.source`)."""
+    return frozenset(
+        p.capabilities.notifications.source for p in PROVIDERS if p.capabilities.notifications
+    )

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from backend.core.errors import ApplicationError
+from backend.uploads import services
 from backend.uploads.models import MediaUpload, UploadStatus
 
 READONLY_FIELDS = (
@@ -78,8 +79,6 @@ class MediaUploadAdmin(admin.ModelAdmin):
 
     @admin.action(description="Delete at provider (through the background job)")
     def delete_at_provider(self, request: HttpRequest, queryset: QuerySet[MediaUpload]) -> None:
-        from backend.uploads import services
-
         queued, refused = 0, []
         for row in queryset.select_related("owner").iterator(chunk_size=200):
             try:

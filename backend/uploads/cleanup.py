@@ -45,8 +45,8 @@ from django.utils import timezone
 from backend.core.errors import ServiceUnavailable
 from backend.storage import registry
 from backend.storage.base import CloudStorageService, ListedObject, MultipartSession, ObjectRef
+from backend.storage.factory import CloudStorageFactory
 from backend.uploads.models import MediaUpload, UploadStatus
-from backend.uploads.services import object_ref
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +131,12 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def _service(provider: str) -> CloudStorageService:
-    from backend.storage.factory import CloudStorageFactory
-
     return CloudStorageFactory.for_provider(provider)
+
+
+def _ref(row: dict[str, Any]) -> ObjectRef:
+    """Where a claimed row's object lives (rows are streamed as `.values()` dicts)."""
+    return MediaUpload.ref_for(row["key"], row["content_type"], row["metadata"])
 
 
 # --- expire orphans ---------------------------------------------------------------------------
@@ -264,7 +267,7 @@ def _expire_for_provider(
         tally.calls += 1
         try:
             report.multipart_aborted += _abort_multipart_uploads(service, rows)
-            result = service.delete_many([object_ref(row) for row in rows])
+            result = service.delete_many([_ref(row) for row in rows])
         except ServiceUnavailable as exc:
             # Leave the batch claimed; it is retaken after CLAIM_TIMEOUT (see module docstring).
             tally.failed += len(rows)
@@ -295,7 +298,7 @@ def _abort_multipart_uploads(service: CloudStorageService, rows: Sequence[dict[s
     aborted = 0
     for row in rows:
         if row.get("multipart_upload_id"):
-            service.abort_multipart_upload(object_ref(row), row["multipart_upload_id"])
+            service.abort_multipart_upload(_ref(row), row["multipart_upload_id"])
             aborted += 1
     return aborted
 

@@ -13,8 +13,9 @@ from typing import Any
 from backend.core.errors import NotFound, NotSupported
 from backend.storage.base import UploadInstructions
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import multipart, services
+from backend.uploads import services
 from backend.uploads.models import MediaUpload
+from backend.uploads.services import multipart
 
 
 def _require_s3_contract() -> None:

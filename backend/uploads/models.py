@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 
 from backend.core.provider_choices import provider_choices
+from backend.storage.base import ObjectRef
 
 
 class UploadStatus(models.TextChoices):
@@ -70,3 +73,22 @@ class MediaUpload(models.Model):
 
     def __str__(self) -> str:
         return f"{self.original_filename} ({self.provider}:{self.key}, {self.status})"
+
+    def object_ref(self, version: str | None = None) -> ObjectRef:
+        """Where this row's object lives at its provider."""
+        return self.ref_for(self.key, self.content_type, self.metadata, version)
+
+    @staticmethod
+    def ref_for(
+        key: str, content_type: str, metadata: Mapping[str, Any] | None, version: str | None = None
+    ) -> ObjectRef:
+        """The same from a row's columns (the cleanup streams `.values()` dicts, not rows)."""
+        version = version or (metadata or {}).get("version")
+        return ObjectRef(
+            key=key, content_type=content_type, version=str(version) if version else None
+        )
+
+    def metadata_with(self, **facts: Any) -> dict[str, Any]:
+        """A copy of `metadata` with `facts` set: what every state change stores (the row itself
+        is not changed; the caller writes the result in its conditional UPDATE)."""
+        return {**(self.metadata or {}), **facts}

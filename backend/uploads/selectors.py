@@ -1,14 +1,20 @@
-"""Reads of `MediaUpload`. Writes live in `backend.uploads.services` only."""
+"""Reads of `MediaUpload` and of what a row points at. Writes live in `backend.uploads.services`."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
 from django.db.models import QuerySet
 
-from backend.core.errors import NotFound, ValidationFailed
+from backend.core.errors import NotFound, ProviderUnavailable, StorageUnavailable, ValidationFailed
+from backend.storage.factory import CloudStorageFactory
 from backend.uploads.models import MediaUpload, UploadStatus
+
+logger = logging.getLogger(__name__)
+
+DOWNLOAD_URL_EXPIRY = 300
 
 
 def parse_upload_id(upload_id: object) -> uuid.UUID | None:
@@ -18,6 +24,15 @@ def parse_upload_id(upload_id: object) -> uuid.UUID | None:
         return uuid.UUID(str(upload_id))
     except (TypeError, ValueError):
         return None
+
+
+def get_upload(upload_id: object) -> MediaUpload:
+    """The upload with this id, whoever owns it (jobs and webhooks); NotFound otherwise."""
+    parsed = parse_upload_id(upload_id)
+    row = MediaUpload.objects.filter(pk=parsed).first() if parsed else None
+    if row is None:
+        raise NotFound("No upload with this id.")
+    return row
 
 
 def get_upload_for_owner(owner: Any, upload_id: object) -> MediaUpload:
@@ -61,3 +76,15 @@ def get_multipart_upload_for_owner(owner: Any, *, key: str, upload_id: str) -> M
     if row is None:
         raise NotFound("No multipart upload with this uploadId and key.", code="not_found")
     return row
+
+
+def download_url_for(row: MediaUpload, *, expires_in: int = DOWNLOAD_URL_EXPIRY) -> str | None:
+    """A short-lived URL for an uploaded object, or None (not uploaded / provider gone)."""
+    if row.status != UploadStatus.UPLOADED:
+        return None
+    try:
+        service = CloudStorageFactory.for_upload(row)
+        return service.download_url(row.object_ref(), expires_in=expires_in)
+    except (StorageUnavailable, ProviderUnavailable):
+        logger.warning("no download URL for upload %s: provider %s unusable", row.id, row.provider)
+        return None

@@ -23,10 +23,12 @@ from django.db import DatabaseError
 from dramatiq_crontab import cron
 
 from backend.core.errors import NotFound, ServiceUnavailable
+from backend.storage.factory import CloudStorageFactory
+from backend.uploads import cleanup, jobs, services
 
 logger = logging.getLogger(__name__)
 
-QUEUE = "default"
+QUEUE = jobs.QUEUE
 # Provider outages are usually short; 8 retries with exponential backoff from 10 s (capped at
 # 30 min) spread attempts over roughly two hours before a message goes to the dead-letter queue.
 DELETE_MAX_RETRIES = 8
@@ -46,6 +48,8 @@ def _retry_transient(max_retries: int) -> Any:
 
 
 @dramatiq.actor(
+    # The services enqueue it by this name (backend.uploads.jobs), not by importing it.
+    actor_name=jobs.DELETE_UPLOAD,
     queue_name=QUEUE,
     max_retries=DELETE_MAX_RETRIES,
     retry_when=_retry_transient(DELETE_MAX_RETRIES),
@@ -55,12 +59,9 @@ def _retry_transient(max_retries: int) -> Any:
 )
 def delete_upload(upload_id: str) -> None:
     """Delete one upload's object at the provider recorded on its row and mark it `deleted`."""
-    from backend.uploads import services
-    from backend.uploads.models import MediaUpload
-
     try:
         services.delete_at_provider(upload_id)
-    except (MediaUpload.DoesNotExist, NotFound):
+    except NotFound:
         # The row is gone (owner deleted, cascade): nothing left to do.
         logger.info("delete_upload: upload %s no longer exists", upload_id)
 
@@ -75,8 +76,6 @@ def delete_upload(upload_id: str) -> None:
 )
 def expire_orphans() -> None:
     """Delete pending uploads never confirmed (past expiry + grace) at their provider."""
-    from backend.uploads import cleanup
-
     report = cleanup.expire_orphans()
     logger.info("expire_orphans: %s", report.summary())
 
@@ -91,8 +90,6 @@ def expire_orphans() -> None:
 )
 def reconcile_provider(provider: str) -> None:
     """Delete objects under our prefix at `provider` that no live row accounts for."""
-    from backend.uploads import cleanup
-
     report = cleanup.reconcile(provider)
     logger.info("reconcile_provider(%s): %s", provider, report.summary())
 
@@ -101,8 +98,6 @@ def reconcile_provider(provider: str) -> None:
 def reconcile_providers() -> None:
     """Fan out one `reconcile_provider` job per configured provider (the cron entry point:
     dramatiq-crontab sends actors without arguments)."""
-    from backend.storage.factory import CloudStorageFactory
-
     for provider in CloudStorageFactory.configured():
         reconcile_provider.send(provider)
 

@@ -153,7 +153,7 @@ def test_reconcile_at_s3_deletes_strays_and_aborts_stale_multipart_uploads(both,
 def test_reconcile_at_s3_leaves_multipart_uploads_of_live_rows(both, owner, monkeypatch) -> None:
     """A pending multipart row may still complete until expires_at + grace (a day): reconcile
     must not abort its upload, even long after its own grace. One row lookup per listing page."""
-    from backend.uploads import multipart
+    from backend.uploads.services import multipart
     from tests.fixtures.providers import use_provider
 
     s3, _ = both

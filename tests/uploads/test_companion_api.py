@@ -185,9 +185,7 @@ def test_params_over_the_policy_maximum_is_refused_at_confirm(
 
 
 def memory_ref(row: MediaUpload) -> Any:
-    from backend.uploads.services import object_ref
-
-    return object_ref(row)
+    return row.object_ref()
 
 
 def test_params_translate_put_instructions_too() -> None:

@@ -15,8 +15,9 @@ from rest_framework.test import APIClient
 
 from backend.core.errors import Gone
 from backend.storage.base import CompletedPart
-from backend.uploads import multipart, services
+from backend.uploads import jobs, services
 from backend.uploads.models import MediaUpload, UploadStatus
+from backend.uploads.services import multipart
 from tests.fixtures.providers import S3_SETTINGS, use_provider
 from tests.storage.test_multipart_storage import _sigv4_query_signature
 from tests.uploads.test_api_support import png_bytes
@@ -113,7 +114,7 @@ def test_abort_after_s3_completed_deletes_the_assembled_object(
     put = requests.put(signed.url, data=data, timeout=10)
     assert put.status_code == 200, put.text
     parts = [CompletedPart(1, put.headers["ETag"])]
-    ref = services.object_ref(row)
+    ref = row.object_ref()
     s3_server_storage.complete_multipart_upload(ref, row.multipart_upload_id, parts)  # A at S3
     assert s3_server_storage.inspect(ref).exists
 
@@ -139,7 +140,7 @@ def test_abort_race_with_the_provider_down_hands_the_delete_to_the_job(
     memory_storage.put(ObjectRef(row.key, row.content_type), png_bytes(100))  # assembled
     monkeypatch.setattr(memory_storage, "delete_many", _down)
     sent: list[Any] = []
-    monkeypatch.setattr(services, "enqueue_delete", sent.append)
+    monkeypatch.setattr(jobs, "enqueue_delete", sent.append)
 
     aborted = multipart.abort_multipart_upload(row)
 

@@ -17,9 +17,10 @@ from backend.core.errors import (
     ValidationFailed,
 )
 from backend.storage.base import CompletedPart
-from backend.uploads import cleanup, multipart, services
+from backend.storage.s3 import S3Service
+from backend.uploads import cleanup, services
 from backend.uploads.models import MediaUpload, UploadStatus
-from backend.uploads.services import VerificationFailed
+from backend.uploads.services import VerificationFailed, multipart
 from tests.uploads.test_api_support import HTML, png_bytes
 
 pytestmark = pytest.mark.django_db
@@ -59,14 +60,14 @@ def upload_parts(fake: Any, row: MediaUpload, data: bytes) -> list[CompletedPart
     ],
 )
 def test_part_size_is_at_least_5_mib_and_fits_10000_parts(size: int, part_size: int) -> None:
-    chosen = multipart.choose_part_size(size)
+    chosen = multipart.choose_part_size(size, S3Service.capabilities)
     assert chosen == part_size
     assert chosen >= 5 * MiB and -(-size // chosen) <= 10_000
 
 
 def test_part_size_beyond_5_gib_is_refused() -> None:
     with pytest.raises(ValidationFailed):
-        multipart.choose_part_size(10_000 * 5 * 1024 * MiB + 1)
+        multipart.choose_part_size(10_000 * 5 * 1024 * MiB + 1, S3Service.capabilities)
 
 
 def test_whole_flow_verifies_like_confirm(memory_storage, owner) -> None:
@@ -85,7 +86,7 @@ def test_whole_flow_verifies_like_confirm(memory_storage, owner) -> None:
     assert done.status == UploadStatus.UPLOADED
     assert done.metadata["bytes"] == len(data)
     assert done.metadata["content_type"] == "image/png"
-    assert memory_storage.read_head(services.object_ref(done), 8) == data[:8]
+    assert memory_storage.read_head(done.object_ref(), 8) == data[:8]
     assert memory_storage.multipart_upload_ids() == []
     # Completing again is harmless (the same row).
     assert multipart.complete_multipart_upload(done, parts).status == UploadStatus.UPLOADED
@@ -150,7 +151,7 @@ def test_html_declared_as_png_fails_and_is_deleted(memory_storage, owner) -> Non
     assert "first bytes are not PNG" in caught.value.message
     row.refresh_from_db()
     assert row.status == UploadStatus.FAILED
-    assert not memory_storage.inspect(services.object_ref(row)).exists
+    assert not memory_storage.inspect(row.object_ref()).exists
 
 
 def test_abort_frees_parts_and_marks_the_row_deleted(memory_storage, owner) -> None:

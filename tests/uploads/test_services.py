@@ -25,7 +25,7 @@ from backend.core.errors import (
 from backend.core.models import AppConfig
 from backend.storage.factory import CloudStorageFactory
 from backend.storage.memory import InMemoryStorageService
-from backend.uploads import services
+from backend.uploads import selectors, services
 from backend.uploads.models import MediaUpload, UploadStatus
 from tests.fixtures.providers import use_provider
 from tests.uploads.test_api_support import HTML, png_bytes, store
@@ -544,11 +544,11 @@ def test_mark_deleted_by_provider_leaves_pending_rows(memory_storage, owner) -> 
 
 def test_download_url_only_for_uploaded(memory_storage, owner) -> None:
     row, _ = create(owner)
-    assert services.download_url_for(row) is None
+    assert selectors.download_url_for(row) is None
     row = _uploaded(memory_storage, owner)
-    assert services.download_url_for(row) == f"memory://s3/{row.key}?expires_in=300"
+    assert selectors.download_url_for(row) == f"memory://s3/{row.key}?expires_in=300"
     memory_storage.available = False
-    assert services.download_url_for(row) is None
+    assert selectors.download_url_for(row) is None
 
 
 def test_create_needs_a_saved_owner(memory_storage) -> None:

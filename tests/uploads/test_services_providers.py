@@ -11,7 +11,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from backend.core.errors import ProviderUnavailable
-from backend.uploads import services
+from backend.uploads import selectors, services
 from backend.uploads.models import MediaUpload, UploadStatus
 from tests.fixtures.providers import S3_TEST_BUCKET, use_provider
 from tests.uploads.test_api_support import HTML, png_bytes
@@ -55,7 +55,7 @@ def test_s3_confirm_records_head_object_facts(s3_storage, owner) -> None:
     assert meta["content_type"] == "image/png"
     assert meta["etag"].strip('"')
     assert row.key in meta["url"]
-    url = services.download_url_for(row)
+    url = selectors.download_url_for(row)
     assert url is not None
     assert "X-Amz-Signature=" in url and "X-Amz-Expires=300" in url
 

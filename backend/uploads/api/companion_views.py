@@ -33,7 +33,7 @@ from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 from backend.core.config import get_app_config
 from backend.core.errors import ApplicationError, NotFound, ServiceUnavailable, ValidationFailed
 from backend.storage.base import CompletedPart, UploadInstructions
-from backend.uploads import companion, multipart, selectors
+from backend.uploads import companion, selectors
 from backend.uploads.api import s3_xml, schema
 from backend.uploads.api.auth import SameOriginSessionAuthentication
 from backend.uploads.api.companion_serializers import (
@@ -54,6 +54,7 @@ from backend.uploads.api.companion_serializers import (
 from backend.uploads.api.multipart_views import BAD_PART, COMPLETED, FAILED, GONE, ScopedByMethod
 from backend.uploads.api.views import VALIDATION
 from backend.uploads.models import MediaUpload
+from backend.uploads.services import multipart
 
 UPPY = schema.uppy_error
 FORBIDDEN = schema.error(

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 
 from backend.storage.base import CompletedPart, PartInstructions
-from backend.uploads import multipart, selectors
+from backend.uploads import selectors
 from backend.uploads.api import schema
 from backend.uploads.api.multipart_serializers import (
     MultipartCompleteInputSerializer,
@@ -28,6 +28,7 @@ from backend.uploads.api.multipart_serializers import (
 from backend.uploads.api.serializers import UploadOutputSerializer
 from backend.uploads.api.views import AuthenticatedApi
 from backend.uploads.models import MediaUpload
+from backend.uploads.services import multipart
 
 NOT_SUPPORTED = schema.error(
     "Invalid input, or the active provider has no multipart uploads (Cloudinary).",

@@ -9,6 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backend.uploads.models import MediaUpload, UploadStatus
+from backend.uploads.selectors import download_url_for
 
 
 class StrictInputSerializer(serializers.Serializer):
@@ -125,8 +126,6 @@ class UploadOutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, obj: MediaUpload) -> str | None:
-        from backend.uploads.services import download_url_for
-
         return download_url_for(obj)
 
 

@@ -32,7 +32,7 @@ from backend.core.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from backend.uploads.webhooks.sequencer import is_valid_sequencer, sequencer_is_newer
+from backend.uploads.sequencer import is_valid_sequencer, sequencer_is_newer
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import requests
 from django.test import Client, override_settings
 
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import services
+from backend.uploads import selectors, services
 from backend.uploads.models import MediaUpload, UploadStatus
 from tests.fixtures.providers import MOTO_SERVER_BUCKET, S3_TEST_BUCKET, use_provider
 from tests.storage.test_contract import PNG
@@ -78,7 +78,7 @@ def test_s3_reused_presigned_post_after_confirm_fails_the_upload(
 
     # The same fields again, with markup of the same length: S3 accepts it (policy satisfied).
     assert _form_post(instructions, HTML, "cat.png", "image/png").status_code == 204
-    url = services.download_url_for(confirmed)
+    url = selectors.download_url_for(confirmed)
     assert url and requests.get(url, timeout=10).content == HTML  # the window events close
     etag, size = _head(s3_http, MOTO_SERVER_BUCKET, row.key)
     assert etag != confirmed.metadata["etag"]
@@ -96,8 +96,8 @@ def test_s3_reused_presigned_post_after_confirm_fails_the_upload(
     assert row.metadata["failure_reason"].startswith("object replaced after confirm: ")
     assert row.metadata["object_deleted"] is True
     assert row.event_sequencer == "0B"
-    assert s3_http.inspect(services.object_ref(row)).exists is False
-    assert services.download_url_for(row) is None
+    assert s3_http.inspect(row.object_ref()).exists is False
+    assert selectors.download_url_for(row) is None
 
 
 # --- S3 events against in-process moto ------------------------------------------------------------
@@ -249,6 +249,6 @@ def test_cloudinary_reused_params_after_confirm_do_not_replace_the_asset(
     assert again.json()["version"] == first.json()["version"]
     [asset] = cloudinary_standin.objects.values()
     assert asset.data == PNG
-    url = services.download_url_for(confirmed)
+    url = selectors.download_url_for(confirmed)
     assert url and requests.get(url, timeout=10).content == PNG
     assert time.time() < confirmed.expires_at.timestamp()  # the instructions were still valid

@@ -123,7 +123,7 @@ def test_object_that_does_not_match_fails_the_row_and_is_deleted(
     row.refresh_from_db()
     assert row.status == UploadStatus.FAILED
     assert "failure_reason" in row.metadata
-    assert s3.inspect(services.object_ref(row)).exists is False
+    assert s3.inspect(row.object_ref()).exists is False
 
 
 def test_object_removed_marks_deleted(

@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 
 from backend.uploads.models import UploadStatus
+from backend.uploads.sequencer import compare_sequencers, sequencer_is_newer
 from backend.uploads.webhooks import sample
-from backend.uploads.webhooks.sequencer import compare_sequencers, sequencer_is_newer
 from tests.uploads.webhooks.conftest import CLOUDINARY_WEBHOOK
 
 

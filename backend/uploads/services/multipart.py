@@ -1,15 +1,16 @@
-"""S3 multipart uploads: the part of the media upload service for large files.
+"""Multipart uploads (providers whose `capabilities.large_uploads` is "multipart": S3).
 
 The server keeps the part state: it starts the multipart upload at the provider, records the
-provider's UploadId and the part size it chose on the `MediaUpload` row, signs parts on demand
-(part numbers 1..part_count only), lists what the provider holds, and completes through the SAME
-verified finalise path as a single-request confirm (`services.finalise_upload`): size, type and
-first bytes are checked at the provider, a mismatch deletes the object and fails the row.
+provider's UploadId and the part size it chose (within the provider's part bounds) on the
+`MediaUpload` row, signs parts on demand (part numbers 1..part_count only), lists what the
+provider holds, and completes through the SAME verified finalise path as a single-request
+confirm (`finalise.finalise_upload`): size, type and first bytes are checked at the provider, a
+mismatch deletes the object and fails the row.
 
 Provider calls happen before any row change, so a provider fault (ProviderUnavailable, 503)
 leaves the row as it was. Only `create_multipart_upload` and `abort_multipart_upload` write rows
 here, plus the size of an upload started without one (`_record_listed_size`); finalising
-stays in `services`.
+stays in `finalise`.
 """
 
 from __future__ import annotations
@@ -35,33 +36,36 @@ from backend.storage.base import (
     MultipartRejected,
     ObjectRef,
     PartInstructions,
+    ProviderCapabilities,
     UploadedPart,
 )
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import services
+from backend.uploads import jobs
 from backend.uploads.models import MediaUpload, UploadStatus
+from backend.uploads.services.create import new_key, validate_new_upload
+from backend.uploads.services.finalise import finalise_upload, raise_for_state
 
 logger = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-#: S3 limits: every part but the last is 5 MiB to 5 GiB, at most 10 000 parts.
-MIN_PART_SIZE = 5 * MiB
-MAX_PART_SIZE = 5 * 1024 * MiB
-MAX_PARTS = 10_000
 #: Part URLs one request may ask for (Uppy asks for one at a time; apps may batch).
 MAX_PARTS_PER_SIGN_REQUEST = 100
 
 
-def choose_part_size(size: int) -> int:
-    """The smallest whole number of MiB >= 5 MiB that fits `size` into at most 10 000 parts."""
-    needed = max(MIN_PART_SIZE, math.ceil(size / MAX_PARTS))
+def choose_part_size(size: int, capabilities: ProviderCapabilities) -> int:
+    """The smallest whole number of MiB, at least the provider's minimum part size, that fits
+    `size` into the provider's maximum number of parts (S3: 5 MiB, 10 000 parts)."""
+    min_size = capabilities.min_part_size or MiB
+    max_parts = capabilities.max_parts
+    needed = max(min_size, math.ceil(size / max_parts)) if max_parts else min_size
     part_size = math.ceil(needed / MiB) * MiB
-    if part_size > MAX_PART_SIZE:
+    max_size = capabilities.max_part_size or part_size
+    if part_size > max_size:
         raise ValidationFailed(
-            f"A file of {size} bytes does not fit into {MAX_PARTS} parts of at most "
-            f"{MAX_PART_SIZE} bytes.",
+            f"A file of {size} bytes does not fit into {max_parts} parts of at most "
+            f"{max_size} bytes.",
             code="file_too_large",
-            details={"size": size, "max_parts": MAX_PARTS, "max_part_size": MAX_PART_SIZE},
+            details={"size": size, "max_parts": max_parts, "max_part_size": max_size},
         )
     return part_size
 
@@ -73,11 +77,20 @@ def size_declared(row: MediaUpload) -> bool:
 
 
 def part_count(row: MediaUpload) -> int:
-    """Parts of a declared size; without one, the most parts of at least 5 MiB (S3's minimum
-    for every part but the last) that the policy maximum allows."""
+    """Parts of a declared size; without one, the most parts of at least the provider's minimum
+    part size (S3: 5 MiB, for every part but the last) that the policy maximum allows."""
     if not size_declared(row) or row.declared_size is None:
-        return max(1, math.ceil(get_app_config().max_upload_size / MIN_PART_SIZE))
-    return max(1, math.ceil(row.declared_size / int(row.multipart_part_size or MIN_PART_SIZE)))
+        return max(1, math.ceil(get_app_config().max_upload_size / _min_part_size(row)))
+    return max(1, math.ceil(row.declared_size / _part_size(row)))
+
+
+def _part_size(row: MediaUpload) -> int:
+    return int(row.multipart_part_size or row.declared_size or 1)
+
+
+def _min_part_size(row: MediaUpload) -> int:
+    provider = registry.get(row.provider)
+    return (provider.capabilities.min_part_size if provider else None) or MiB
 
 
 def part_length(row: MediaUpload, part_number: int) -> int | None:
@@ -85,7 +98,7 @@ def part_length(row: MediaUpload, part_number: int) -> int | None:
     None when the size was not declared (the client chooses its part size)."""
     if not size_declared(row) or row.declared_size is None:
         return None
-    part_size = int(row.multipart_part_size or MIN_PART_SIZE)
+    part_size = _part_size(row)
     if part_number < part_count(row):
         return part_size
     return max(1, row.declared_size - (part_count(row) - 1) * part_size)
@@ -104,7 +117,7 @@ def create_multipart_upload(
     `size=None` (Uppy does not send it): no part size is chosen and part URLs are not bound
     to a length; part numbers stay within what the policy maximum allows, and complete
     checks the provider's own part list against that maximum before assembling."""
-    request = services.validate_new_upload(
+    request = validate_new_upload(
         owner=owner, filename=filename, content_type=content_type, size=size, checksum_sha256=None
     )
     service = CloudStorageFactory.active()
@@ -112,9 +125,11 @@ def create_multipart_upload(
         refusal = service.multipart_not_supported()
         refusal.details["multipart_providers"] = registry.names_with_large_uploads("multipart")
         raise refusal
-    part_size = None if request.size is None else choose_part_size(request.size)
+    part_size = (
+        None if request.size is None else choose_part_size(request.size, service.capabilities)
+    )
     upload_id = uuid.uuid4()
-    key = services.new_key(owner, upload_id, request.display_name, request.content_type, service)
+    key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     ref = ObjectRef(key=key, content_type=request.content_type)
     session = service.create_multipart_upload(ref)
     expires_at = timezone.now() + timedelta(seconds=settings.UPLOAD_MULTIPART_EXPIRY_SECONDS)
@@ -165,7 +180,7 @@ def require_open(row: MediaUpload) -> None:
             code="multipart_completed",
             details={"status": row.status},
         )
-    services.raise_for_state(row)
+    raise_for_state(row)
     deadline = row.expires_at + timedelta(seconds=settings.UPLOAD_ORPHAN_GRACE_SECONDS)
     if deadline <= timezone.now():
         raise Gone(
@@ -214,7 +229,7 @@ def sign_parts(row: MediaUpload, part_numbers: Sequence[int]) -> list[PartInstru
     service = CloudStorageFactory.for_upload(row)
     config = get_app_config()
     expires_in = min(config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
-    ref = services.object_ref(row)
+    ref = row.object_ref()
     return [
         service.presign_upload_part(
             ref,
@@ -241,7 +256,7 @@ def list_parts(row: MediaUpload) -> list[UploadedPart]:
     require_open(row)
     service = CloudStorageFactory.for_upload(row)
     try:
-        return service.list_parts(services.object_ref(row), row.multipart_upload_id)
+        return service.list_parts(row.object_ref(), row.multipart_upload_id)
     except MultipartRejected as exc:
         if exc.kind == "upload_gone":
             raise _gone(row) from None
@@ -274,15 +289,13 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
     if not size_declared(row):
         _record_listed_size(row, service, ordered)
     try:
-        service.complete_multipart_upload(
-            services.object_ref(row), row.multipart_upload_id, ordered
-        )
+        service.complete_multipart_upload(row.object_ref(), row.multipart_upload_id, ordered)
     except MultipartRejected as exc:
         if exc.kind != "upload_gone":
             raise _rejected(service, exc) from None
-        if not service.inspect(services.object_ref(row)).exists:
+        if not service.inspect(row.object_ref()).exists:
             raise _gone(row) from None
-    return services.finalise_upload(row.pk, source="client")
+    return finalise_upload(row.pk, source="client")
 
 
 def _record_listed_size(
@@ -294,20 +307,26 @@ def _record_listed_size(
     assembled object with what was uploaded."""
     try:
         held = {
-            p.part_number: p
-            for p in service.list_parts(services.object_ref(row), row.multipart_upload_id)
+            p.part_number: p for p in service.list_parts(row.object_ref(), row.multipart_upload_id)
         }
     except MultipartRejected as exc:
-        if exc.code == "NoSuchUpload":
+        if exc.kind == "upload_gone":
             return  # completed by an earlier attempt (its size is recorded), or gone: see below
-        raise _rejected(exc) from None
+        raise _rejected(service, exc) from None
     missing = [
         p.part_number
         for p in parts
         if p.part_number not in held or held[p.part_number].etag.strip('"') != p.etag.strip('"')
     ]
     if missing:
-        raise _rejected(MultipartRejected("InvalidPart", f"parts not held: {missing[:10]}"))
+        not_held = MultipartRejected(
+            "InvalidPart",
+            f"parts not held: {missing[:10]}",
+            advice=f"{service.display_name} does not hold every listed part with the given ETag. "
+            "Upload the missing parts again (GET the parts list for the ETags it holds), then "
+            "complete again.",
+        )
+        raise _rejected(service, not_held)
     total = sum(held[p.part_number].size for p in parts)
     limit = get_app_config().max_upload_size
     if total > limit:
@@ -339,15 +358,12 @@ def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
     if row.status != UploadStatus.PENDING:
         return row
     service = CloudStorageFactory.for_upload(row)
-    service.abort_multipart_upload(services.object_ref(row), row.multipart_upload_id)
+    service.abort_multipart_upload(row.object_ref(), row.multipart_upload_id)
     now = timezone.now()
-    metadata = {
-        **(row.metadata or {}),
-        "deleted_at": now.isoformat(),
-        "deleted_reason": "aborted by client",
-    }
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
-        status=UploadStatus.DELETED, metadata=metadata, updated_at=now
+        status=UploadStatus.DELETED,
+        metadata=row.metadata_with(deleted_at=now.isoformat(), deleted_reason="aborted by client"),
+        updated_at=now,
     )
     if won:
         _remove_assembled_object(row)
@@ -368,9 +384,9 @@ def _remove_assembled_object(row: MediaUpload) -> None:
     S3 answers NoSuchUpload to the abort when a complete got there first, and that complete's
     finalise then finds the row `deleted` (410): without this the object would stay, owned by a
     deleted row. If the provider cannot be reached now, the row goes to `deleting` and the
-    delete job removes the object (as `services.request_delete`)."""
+    delete job removes the object (as `delete.request_delete`)."""
     service = CloudStorageFactory.for_upload(row)
-    ref = services.object_ref(row)
+    ref = row.object_ref()
     try:
         if not service.inspect(ref).exists:
             return
@@ -387,4 +403,4 @@ def _remove_assembled_object(row: MediaUpload) -> None:
             status=UploadStatus.DELETING, claimed_at=now, updated_at=now
         )
         if moved:
-            services.enqueue_delete(row.pk)
+            jobs.enqueue_delete(row.pk)

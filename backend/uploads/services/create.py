@@ -1,0 +1,226 @@
+"""Creating an upload: policy and quota checks, the server-generated key, the signed instructions.
+
+Signing happens before the INSERT: a provider failure leaves nothing behind, and no transaction
+is needed (two queries: the quota aggregate and the INSERT).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q, Sum
+from django.urls import reverse
+from django.utils import timezone
+
+from backend.core.config import AppConfigSnapshot, get_app_config
+from backend.core.errors import ApplicationError, QuotaExceeded, ValidationFailed
+from backend.storage.base import CloudStorageService, ObjectRef, UploadInstructions
+from backend.storage.factory import CloudStorageFactory
+from backend.uploads import keys, sniff
+from backend.uploads.models import MediaUpload, UploadStatus
+
+logger = logging.getLogger(__name__)
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class NotAuthenticated(ApplicationError):
+    status_code = 401
+    code = "not_authenticated"
+
+
+def _validate_content_type(raw: str, allowed: tuple[str, ...]) -> str:
+    content_type = sniff.normalise_content_type(raw or "")
+    if not content_type or "/" not in content_type:
+        raise ValidationFailed(
+            "content_type must be a MIME type such as image/png.",
+            code="invalid_content_type",
+            details={"allowed_content_types": list(allowed)},
+        )
+    if content_type not in allowed:
+        raise ValidationFailed(
+            f"Content type {content_type} is not allowed.",
+            code="content_type_not_allowed",
+            details={"content_type": content_type, "allowed_content_types": list(allowed)},
+        )
+    return content_type
+
+
+def _validate_size(size: object, max_size: int) -> int | None:
+    if size is None:
+        return None  # not declared: bounded by max_size at the provider and at finalise
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValidationFailed(
+            "size must be a whole number of bytes, at least 1.",
+            code="invalid_size",
+            details={"min_size": 1, "max_upload_size": max_size},
+        )
+    if size > max_size:
+        raise ValidationFailed(
+            f"The file is {size} bytes; the largest accepted upload is {max_size} bytes.",
+            code="file_too_large",
+            details={"size": size, "max_upload_size": max_size},
+        )
+    return size
+
+
+def _validate_checksum(checksum: str | None) -> str:
+    if checksum in (None, ""):
+        return ""
+    value = str(checksum).strip().lower()
+    if not _SHA256_HEX.match(value):
+        raise ValidationFailed(
+            "checksum_sha256 must be 64 hexadecimal characters (a SHA-256 digest).",
+            code="invalid_checksum",
+        )
+    return value
+
+
+def _check_quota(owner: Any, size: int, max_pending: int, max_bytes_per_day: int) -> None:
+    """One aggregate query. A soft limit: two requests racing can overshoot by one upload,
+    which throttling bounds; a lock here would cost a query on every create."""
+    now = timezone.now()
+    usage = MediaUpload.objects.filter(owner_id=owner.pk).aggregate(
+        pending=Count("id", filter=Q(status=UploadStatus.PENDING, expires_at__gt=now)),
+        declared=Sum("declared_size", filter=Q(created_at__gte=now - timedelta(hours=24))),
+    )
+    pending = int(usage["pending"] or 0)
+    declared = int(usage["declared"] or 0)
+    if pending >= max_pending:
+        raise QuotaExceeded(
+            f"You have {pending} unconfirmed uploads; at most {max_pending} may be pending at "
+            "once. Confirm or delete some, or wait for them to expire.",
+            code="too_many_pending_uploads",
+            details={"pending": pending, "max_pending_uploads": max_pending},
+        )
+    if declared + size > max_bytes_per_day:
+        raise QuotaExceeded(
+            f"This upload of {size} bytes would bring your last 24 hours to {declared + size} "
+            f"bytes; the limit is {max_bytes_per_day} bytes.",
+            code="daily_quota_exceeded",
+            details={
+                "used_bytes_24h": declared,
+                "requested_bytes": size,
+                "max_bytes_per_day": max_bytes_per_day,
+            },
+        )
+
+
+def notification_url_for(service: CloudStorageService) -> str | None:
+    """The webhook URL signed into each upload, for a provider that takes one
+    (`capabilities.notifications.per_upload_url`): PUBLIC_BASE_URL + the route named
+    `webhooks:<provider>`. None for other providers, or when PUBLIC_BASE_URL is unset.
+
+    The provider must reach this URL from the internet, so a guess (e.g. from the current
+    request's Host header, which a client controls) is never used."""
+    notifications = service.capabilities.notifications
+    base = (settings.PUBLIC_BASE_URL or "").rstrip("/")
+    if notifications is None or not notifications.per_upload_url or not base:
+        return None
+    return base + reverse(f"webhooks:{service.name}")
+
+
+@dataclass(frozen=True)
+class NewUploadRequest:
+    """A create request that passed validation and the quota check."""
+
+    config: AppConfigSnapshot
+    content_type: str
+    size: int | None
+    checksum_sha256: str
+    display_name: str
+
+
+def validate_new_upload(
+    *, owner: Any, filename: str, content_type: str, size: int | None, checksum_sha256: str | None
+) -> NewUploadRequest:
+    """Authentication, the AppConfig policy (type, size, checksum) and the per-user quotas:
+    what every kind of new upload (single request or multipart) goes through first.
+
+    `size=None`: the client cannot tell the size (Uppy through Companion's contract). The
+    upload is then bounded by the policy maximum, and the size is taken from the provider
+    before verification; the daily quota counts it from then on."""
+    if owner is None or not getattr(owner, "pk", None):
+        raise NotAuthenticated("Authentication required.")
+    config = get_app_config()
+    content_type = _validate_content_type(content_type, config.allowed_content_types)
+    size = _validate_size(size, config.max_upload_size)
+    checksum = _validate_checksum(checksum_sha256)
+    display_name = keys.sanitise_filename(filename)
+    _check_quota(
+        owner, size or 0, config.max_pending_uploads_per_user, config.max_bytes_per_user_per_day
+    )
+    return NewUploadRequest(config, content_type, size, checksum, display_name)
+
+
+def new_key(
+    owner: Any,
+    upload_id: uuid.UUID,
+    display_name: str,
+    content_type: str,
+    service: CloudStorageService,
+) -> str:
+    return keys.build_key(
+        owner_id=owner.pk,
+        upload_id=upload_id,
+        display_name=display_name,
+        content_type=content_type,
+        capabilities=service.capabilities,
+    )
+
+
+def create_upload(
+    *,
+    owner: Any,
+    filename: str,
+    content_type: str,
+    size: int | None,
+    checksum_sha256: str | None = None,
+) -> tuple[MediaUpload, UploadInstructions]:
+    """Validate, reserve a key at the active provider and return the upload instructions.
+
+    `size=None` (not declared) signs for anything up to the policy maximum; confirm then
+    records the stored size."""
+    request = validate_new_upload(
+        owner=owner,
+        filename=filename,
+        content_type=content_type,
+        size=size,
+        checksum_sha256=checksum_sha256,
+    )
+    service = CloudStorageFactory.active()
+    upload_id = uuid.uuid4()
+    key = new_key(owner, upload_id, request.display_name, request.content_type, service)
+    expires_in = min(request.config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
+    # max_size = the declared size: the provider then refuses anything else outright (where it
+    # enforces policies), and confirm re-checks the stored size either way.
+    limit = request.size if request.size is not None else request.config.max_upload_size
+    instructions = service.presign_upload(
+        ObjectRef(key=key, content_type=request.content_type),
+        size=limit,
+        max_size=limit,
+        expires_in=expires_in,
+        notification_url=notification_url_for(service),
+    )
+    row = MediaUpload.objects.create(
+        id=upload_id,
+        owner=owner,
+        provider=service.name,
+        key=key,
+        original_filename=request.display_name,
+        content_type=request.content_type,
+        declared_size=request.size,
+        checksum_sha256=request.checksum_sha256,
+        status=UploadStatus.PENDING,
+        expires_at=instructions.expires_at,
+    )
+    logger.info(
+        "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size
+    )
+    return row, instructions

@@ -1,0 +1,134 @@
+"""Deleting: on the owner's request (through the delete job), at the provider, and as the provider
+reports it. Every transition is a conditional UPDATE on the row's current status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from backend.core.errors import ProviderUnavailable, StorageUnavailable
+from backend.storage.base import CloudStorageService, ObjectRef
+from backend.storage.factory import CloudStorageFactory
+from backend.uploads import jobs
+from backend.uploads.models import MediaUpload, UploadStatus
+from backend.uploads.selectors import get_upload, get_upload_for_owner, parse_upload_id
+from backend.uploads.sequencer import sequencer_is_newer
+
+logger = logging.getLogger(__name__)
+
+_DELETABLE = (UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.FAILED)
+
+
+def request_delete(*, owner: Any, upload_id: object) -> MediaUpload:
+    """Mark the owner's upload `deleting` and enqueue the provider delete.
+
+    Idempotent: `deleting` re-enqueues (a lost message heals), `deleted`/`expired`/`expiring`
+    are returned unchanged (the object is gone or the cleanup is removing it)."""
+    row = get_upload_for_owner(owner, upload_id)
+    with transaction.atomic():
+        if row.status in _DELETABLE:
+            now = timezone.now()
+            won = MediaUpload.objects.filter(pk=row.pk, status__in=_DELETABLE).update(
+                status=UploadStatus.DELETING, claimed_at=now, updated_at=now
+            )
+            if won:
+                row.status, row.claimed_at, row.updated_at = UploadStatus.DELETING, now, now
+            else:
+                row.refresh_from_db()
+        if row.status == UploadStatus.DELETING:
+            jobs.enqueue_delete(row.pk)
+    return row
+
+
+def delete_failed_object(
+    service: CloudStorageService, row: MediaUpload, ref: ObjectRef, *, what: str
+) -> None:
+    """The row was just made `failed` (with `row.metadata` as written): delete its object now
+    (`metadata.object_deleted`), or leave that to the delete job, which retries until it is gone.
+    `what` names the object in the log line."""
+    try:
+        deleted = service.delete(ref)
+    except ProviderUnavailable:
+        deleted = False
+    if deleted:
+        row.metadata = row.metadata_with(object_deleted=True)
+        MediaUpload.objects.filter(pk=row.pk).update(metadata=row.metadata)
+    else:
+        logger.warning("upload %s: delete of %s deferred", row.id, what)
+        jobs.enqueue_delete(row.pk)
+
+
+def delete_at_provider(upload_id: object) -> MediaUpload:
+    """Delete the object at the row's own provider; `deleting` rows become `deleted`.
+
+    Idempotent (a missing object is success; a `deleted` row is returned as is). A `failed` row
+    only loses its object. Raises ProviderUnavailable so the delete job retries."""
+    row = get_upload(upload_id)
+    if row.status not in (UploadStatus.DELETING, UploadStatus.FAILED):
+        return row
+    if row.status == UploadStatus.FAILED and (row.metadata or {}).get("object_deleted"):
+        return row
+    try:
+        service = CloudStorageFactory.for_upload(row)
+    except StorageUnavailable as exc:
+        raise ProviderUnavailable(
+            f"Provider {row.provider} is not configured; cannot delete yet.", retry_after=300
+        ) from exc
+    ref = row.object_ref()
+    if row.multipart_upload_id and row.confirmed_at is None:
+        # A multipart upload never completed keeps its parts (and their storage cost) until it
+        # is aborted; aborting one already completed or aborted is a no-op.
+        service.abort_multipart_upload(ref, row.multipart_upload_id)
+    result = service.delete_many([ref])
+    if ref.key not in result.deleted:
+        raise ProviderUnavailable(
+            f"The provider did not delete the object: {result.failed.get(ref.key, 'unknown')}"
+        )
+    now = timezone.now()
+    if row.status == UploadStatus.FAILED:
+        MediaUpload.objects.filter(pk=row.pk).update(
+            metadata=row.metadata_with(object_deleted=True), updated_at=now
+        )
+    else:
+        MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.DELETING).update(
+            status=UploadStatus.DELETED,
+            metadata=row.metadata_with(deleted_at=now.isoformat()),
+            updated_at=now,
+        )
+    row.refresh_from_db()
+    logger.info("upload %s deleted at %s", row.id, row.provider)
+    return row
+
+
+def mark_deleted_by_provider(upload_id: object, *, sequencer: str = "") -> MediaUpload | None:
+    """The provider reports the object gone (S3 ObjectRemoved, Cloudinary delete).
+
+    `uploaded`/`deleting` rows become `deleted`; a stale event (older `sequencer` than the last
+    one applied) changes nothing. Returns the row, or None when no such upload exists."""
+    parsed = parse_upload_id(upload_id)
+    if parsed is None:
+        return None
+    with transaction.atomic():
+        row = MediaUpload.objects.select_for_update().filter(pk=parsed).first()
+        if row is None:
+            return None
+        if sequencer and not sequencer_is_newer(sequencer, row.event_sequencer):
+            return row
+        now = timezone.now()
+        changes: dict[str, Any] = {"updated_at": now}
+        if sequencer:
+            changes["event_sequencer"] = sequencer
+        if row.status in (UploadStatus.UPLOADED, UploadStatus.DELETING):
+            changes["status"] = UploadStatus.DELETED
+            changes["metadata"] = row.metadata_with(
+                deleted_at=now.isoformat(), deleted_by="provider"
+            )
+        elif row.status == UploadStatus.FAILED:
+            changes["metadata"] = row.metadata_with(object_deleted=True)
+        MediaUpload.objects.filter(pk=row.pk).update(**changes)
+        for name, value in changes.items():
+            setattr(row, name, value)
+    return row
