@@ -1,7 +1,8 @@
-"""Cloudinary notification verification (the webhook side; the algorithm is the provider's).
+"""Cloudinary notifications: the signature check, then the notification as events.
 
 Cloudinary signs `raw body + X-Cld-Timestamp + api_secret` (SHA-1 or SHA-256 per account); the
-check runs on the exact bytes received, before anything is parsed, because re-serialised JSON
+service checks it (`verify_notification_request`: timestamp window both ways, constant-time
+compare) on the exact bytes received, before anything is parsed, because re-serialised JSON
 (key order, spacing, escapes) would not hash the same.
 https://cloudinary.com/documentation/notifications#verifying_notification_signatures
 """
@@ -11,64 +12,91 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.http import HttpRequest
+
+from backend.storage.base import NotificationRejected
+from backend.storage.cloudinary import CloudinaryService
+from backend.storage.factory import CloudStorageFactory
+from backend.uploads.webhooks.base import Delivery, ProviderWebhookView, WebhookRejected
+from backend.uploads.webhooks.events import StorageEvent
 
 logger = logging.getLogger(__name__)
 
+PROVIDER = CloudinaryService.name
+assert CloudinaryService.capabilities.notifications is not None  # declared by the service
+SOURCE = CloudinaryService.capabilities.notifications.source
 
-class NotificationRejected(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+# Facts of an upload notification passed on to finalise (already authenticated).
+_PAYLOAD_FIELDS = (
+    "public_id",
+    "version",
+    "version_id",
+    "asset_id",
+    "resource_type",
+    "type",
+    "format",
+    "bytes",
+    "width",
+    "height",
+    "etag",
+    "secure_url",
+    "url",
+    "created_at",
+)
 
 
-@dataclass(frozen=True)
-class VerifiedNotification:
-    body: dict[str, Any]
-    replay_key: str
+class CloudinaryWebhookView(ProviderWebhookView):
+    provider = PROVIDER
 
-
-def verify_notification(
-    body: bytes, timestamp: str | None, signature: str | None, *, now: int | None = None
-) -> VerifiedNotification:
-    """Verify a delivery and only then parse it. Raises NotificationRejected (answer 401).
-
-    StorageUnavailable (Cloudinary not configured) propagates: that is our fault, not the sender's.
-    """
-    from backend.storage.factory import CloudStorageFactory
-
-    if not timestamp or not signature:
-        raise NotificationRejected("X-Cld-Timestamp and X-Cld-Signature are required")
-    current = int(time.time()) if now is None else now
-    service = CloudStorageFactory.for_provider("cloudinary")
-    verify = getattr(service, "verify_notification", None)
-    if verify is None:  # pragma: no cover - the Cloudinary service always has it
-        raise NotificationRejected("Cloudinary notifications cannot be verified")
-    # The service checks the timestamp window (WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS, both
-    # directions) before hashing, then the signature in constant time: the one place for both.
-    if not verify(body, timestamp, signature, now=current):
-        raise NotificationRejected(
-            "X-Cld-Signature does not match the body, or X-Cld-Timestamp is outside the window"
+    def validate_request(self, request: HttpRequest) -> Delivery:
+        """401 unless the signature verifies; StorageUnavailable (Cloudinary not configured)
+        propagates as a 503: that is our fault, not the sender's."""
+        service = CloudStorageFactory.for_provider(PROVIDER)
+        try:
+            service.verify_notification_request(request.body, request.headers)
+            content = json.loads(request.body)
+            if not isinstance(content, dict):
+                raise NotificationRejected("The notification body is not a JSON object")
+        except ValueError:
+            raise WebhookRejected(
+                401, "invalid_signature", "The notification body is not JSON"
+            ) from None
+        except NotificationRejected as exc:
+            raise WebhookRejected(401, "invalid_signature", exc.reason) from None
+        signed = f"{request.headers['X-Cld-Timestamp']}:{request.headers['X-Cld-Signature']}"
+        return Delivery(
+            content=content,
+            replay_id=hashlib.sha256(signed.encode()).hexdigest(),
+            # The whole window in which the same signature would still be accepted.
+            replay_seconds=2 * settings.WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS + 60,
         )
-    try:
-        parsed = json.loads(body)
-    except ValueError as exc:
-        raise NotificationRejected("The notification body is not JSON") from exc
-    if not isinstance(parsed, dict):
-        raise NotificationRejected("The notification body is not a JSON object")
-    digest = hashlib.sha256(f"{timestamp}:{signature}".encode()).hexdigest()
-    return VerifiedNotification(body=parsed, replay_key="webhooks:cld:seen:" + digest)
+
+    def parse_events(self, delivery: Delivery) -> list[StorageEvent]:
+        return parse_cloudinary_notification(delivery.content)
 
 
-def already_processed(notification: VerifiedNotification) -> bool:
-    return cache.get(notification.replay_key) is not None
-
-
-def remember_processed(notification: VerifiedNotification) -> None:
-    # Kept for the whole window in which the same signature would still be accepted.
-    cache.set(notification.replay_key, 1, 2 * settings.WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS + 60)
+def parse_cloudinary_notification(body: Mapping[str, Any]) -> list[StorageEvent]:
+    kind = body.get("notification_type")
+    if kind == "upload":
+        public_id = body.get("public_id")
+        if not isinstance(public_id, str) or not public_id:
+            return []
+        payload = {k: body[k] for k in _PAYLOAD_FIELDS if k in body}
+        # No etag/size: signed with overwrite=false, an upload cannot replace a stored asset.
+        return [StorageEvent(PROVIDER, "created", public_id, SOURCE, payload=payload)]
+    if kind == "delete":
+        resources = body.get("resources")
+        if not isinstance(resources, list):
+            resources = [body]  # single-resource shape
+        events = []
+        for resource in resources:
+            public_id = resource.get("public_id") if isinstance(resource, dict) else None
+            if isinstance(public_id, str) and public_id:
+                events.append(StorageEvent(PROVIDER, "removed", public_id, SOURCE))
+        return events
+    logger.info("Cloudinary notification of type %r ignored", kind)
+    return []

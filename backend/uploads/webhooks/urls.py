@@ -1,10 +1,14 @@
 from django.urls import URLPattern, URLResolver, path
 
-from backend.uploads.webhooks.views import CloudinaryWebhookView, SnsWebhookView
+from backend.uploads.webhooks.base import ProviderWebhookView
+from backend.uploads.webhooks.cloudinary import CloudinaryWebhookView
+from backend.uploads.webhooks.s3 import SnsWebhookView
 
-# Provider webhooks: /api/v1/webhooks/cloudinary/ and /api/v1/webhooks/s3/
+# One endpoint per provider, /api/v1/webhooks/<provider name>/, named `webhooks:<provider name>`
+# (the upload service builds per-upload notification URLs from that name).
+WEBHOOK_VIEWS: tuple[type[ProviderWebhookView], ...] = (CloudinaryWebhookView, SnsWebhookView)
+
 app_name = "webhooks"
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("cloudinary/", CloudinaryWebhookView.as_view(), name="cloudinary"),
-    path("s3/", SnsWebhookView.as_view(), name="s3"),
+    path(f"{view.provider}/", view.as_view(), name=view.provider) for view in WEBHOOK_VIEWS
 ]

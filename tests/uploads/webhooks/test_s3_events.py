@@ -13,7 +13,7 @@ from django.test import Client, override_settings
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import services
 from backend.uploads.models import MediaUpload, UploadStatus
-from backend.uploads.webhooks.events import parse_s3_message
+from backend.uploads.webhooks.s3 import parse_s3_message
 from tests.fixtures.providers import S3_TEST_BUCKET, use_provider
 from tests.uploads.webhooks.conftest import S3_WEBHOOK
 from tests.uploads.webhooks.sns_signing import SnsSigner, s3_event
