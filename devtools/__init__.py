@@ -1,1 +1,2 @@
-"""Local stand-ins for the storage providers (development and tests; never imported by backend)."""
+"""Development and test tools: local provider stand-ins, the dev server with in-process jobs, a
+Cloudinary notification signer. Never imported by backend/."""

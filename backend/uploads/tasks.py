@@ -13,8 +13,6 @@ never be scheduled (tests/uploads/test_tasks_schedule.py guards against that).
 from __future__ import annotations
 
 import logging
-import sys
-import threading
 from typing import Any
 
 import dramatiq
@@ -110,50 +108,3 @@ def _schedule(name: str, actor: Any) -> None:
 
 _schedule("expire_orphans", expire_orphans)
 _schedule("reconcile", reconcile_providers)
-
-
-# --- Development: an in-process worker over the stub broker -----------------------------------
-
-# Commands that serve the app in development; any other command (migrate, shell, tests ...) must
-# not start background threads.
-INPROCESS_WORKER_COMMANDS = frozenset({"runserver", "runserver_plus", "demo", "rundemo"})
-_inprocess_lock = threading.Lock()
-_inprocess_worker: dramatiq.Worker | None = None
-
-
-def should_start_inprocess_worker(argv: list[str] | None = None) -> bool:
-    from dramatiq.brokers.stub import StubBroker
-
-    if not settings.DRAMATIQ_RUN_INPROCESS_WORKER:
-        return False
-    if not isinstance(dramatiq.get_broker(), StubBroker):
-        return False  # a real broker has real workers (rundramatiq)
-    argv = list(sys.argv if argv is None else argv)
-    return len(argv) > 1 and argv[1] in INPROCESS_WORKER_COMMANDS
-
-
-def start_inprocess_worker() -> dramatiq.Worker:
-    """Start (once per process) a worker thread consuming the stub broker.
-
-    Development only: settings refuse DRAMATIQ_RUN_INPROCESS_WORKER in production. Messages live
-    in this process's memory, so a restart loses queued jobs; the scheduled cleanup picks up
-    whatever was left behind."""
-    global _inprocess_worker
-    with _inprocess_lock:
-        if _inprocess_worker is None:
-            broker = dramatiq.get_broker()
-            worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=500)
-            worker.start()
-            _inprocess_worker = worker
-            # The periodic jobs too, so the demo's orphans really get cleaned up. There is no
-            # Redis lock here: one dev server process is one scheduler.
-            from dramatiq_crontab import scheduler
-
-            threading.Thread(
-                target=scheduler.start, name="dramatiq-crontab-inprocess", daemon=True
-            ).start()
-            logger.warning(
-                "Running Dramatiq jobs and their schedule in-process on the stub broker "
-                "(development only)."
-            )
-        return _inprocess_worker

@@ -18,7 +18,7 @@ from django.test import override_settings
 from backend.core.errors import ProviderUnavailable
 from backend.storage.base import CloudStorageService, ObjectRef, UploadInstructions
 from backend.storage.factory import CloudStorageFactory
-from backend.storage.memory import InMemoryStorageService
+from tests.fixtures.memory import InMemoryStorageService
 from tests.fixtures.providers import CLOUDINARY_TEST_SECRET, S3_SETTINGS
 
 # A real 1x1 PNG: the Cloudinary stand-in (like Cloudinary) refuses non-image bytes as "image".

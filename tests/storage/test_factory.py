@@ -10,9 +10,9 @@ from django.test import override_settings
 from backend.core.errors import StorageUnavailable
 from backend.storage.cloudinary import CloudinaryService
 from backend.storage.factory import CloudStorageFactory
-from backend.storage.memory import InMemoryStorageService
 from backend.storage.s3 import S3Service
 from backend.uploads.models import MediaUpload
+from tests.fixtures.memory import InMemoryStorageService
 from tests.fixtures.providers import S3_SETTINGS, cloudinary_settings
 
 CLOUDINARY = cloudinary_settings("http://127.0.0.1:9")

@@ -13,7 +13,7 @@ import requests
 
 from backend.core.errors import NotSupported, ProviderUnavailable
 from backend.storage.base import CompletedPart, MultipartRejected, ObjectRef, PartInstructions
-from backend.storage.memory import InMemoryStorageService
+from tests.fixtures.memory import InMemoryStorageService
 
 MiB = 1024 * 1024
 REF = ObjectRef(key="uploads/7/abc/big.bin", content_type="application/octet-stream")
@@ -188,7 +188,7 @@ def test_cloudinary_has_no_multipart(cloudinary_standin) -> None:
 
 
 def test_memory_fake_refuses_tampered_part_urls() -> None:
-    from backend.storage.memory import UploadRefused
+    from tests.fixtures.memory import UploadRefused
 
     fake = InMemoryStorageService()
     session = fake.create_multipart_upload(REF)
@@ -274,7 +274,7 @@ def test_s3_part_url_of_the_right_length_uploads_over_http(s3_server_storage) ->
 
 
 def test_memory_fake_refuses_a_part_of_another_length() -> None:
-    from backend.storage.memory import UploadRefused
+    from tests.fixtures.memory import UploadRefused
 
     fake = InMemoryStorageService()
     session = fake.create_multipart_upload(REF)

@@ -18,9 +18,9 @@ from dramatiq.brokers.stub import StubBroker
 
 from backend.storage.base import ObjectRef
 from backend.storage.factory import CloudStorageFactory
-from backend.storage.memory import InMemoryStorageService
 from backend.uploads import tasks
 from backend.uploads.models import MediaUpload, UploadStatus
+from tests.fixtures.memory import InMemoryStorageService
 from tests.uploads.test_tasks import reset_stub_broker
 
 CHANGELIST = "admin:uploads_mediaupload_changelist"

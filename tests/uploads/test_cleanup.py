@@ -19,9 +19,9 @@ from django.utils import timezone
 from backend.core.errors import ProviderUnavailable
 from backend.storage.base import DeleteResult, ObjectRef
 from backend.storage.factory import CloudStorageFactory
-from backend.storage.memory import InMemoryStorageService
 from backend.uploads import cleanup
 from backend.uploads.models import MediaUpload, UploadStatus
+from tests.fixtures.memory import InMemoryStorageService
 
 pytestmark = pytest.mark.django_db
 

@@ -291,7 +291,7 @@ def test_s3_outage_leaves_the_row_unchanged_and_signing_needs_no_request(
 
 
 def test_part_urls_are_bound_to_each_part_length(memory_storage, owner) -> None:
-    from backend.storage.memory import UploadRefused
+    from tests.fixtures.memory import UploadRefused
 
     data = png_bytes(12 * MiB)
     row = start(owner, len(data))

@@ -24,9 +24,9 @@ from backend.core.errors import (
 )
 from backend.core.models import AppConfig
 from backend.storage.factory import CloudStorageFactory
-from backend.storage.memory import InMemoryStorageService
 from backend.uploads import selectors, services
 from backend.uploads.models import MediaUpload, UploadStatus
+from tests.fixtures.memory import InMemoryStorageService
 from tests.fixtures.providers import use_provider
 from tests.uploads.test_api_support import HTML, png_bytes, store
 

@@ -21,9 +21,9 @@ from dramatiq.brokers.stub import StubBroker
 from backend.core.errors import ProviderUnavailable, ValidationFailed
 from backend.storage.base import DeleteResult, ObjectRef
 from backend.storage.factory import CloudStorageFactory
-from backend.storage.memory import InMemoryStorageService
 from backend.uploads import services, tasks
 from backend.uploads.models import MediaUpload, UploadStatus
+from tests.fixtures.memory import InMemoryStorageService
 from tests.fixtures.providers import S3_TEST_BUCKET, use_provider
 
 QUEUE = tasks.QUEUE

@@ -9,7 +9,7 @@ from django.test import Client
 
 from backend.uploads.models import UploadStatus
 from backend.uploads.sequencer import compare_sequencers, sequencer_is_newer
-from backend.uploads.webhooks import sample
+from devtools import cloudinary_notification as sample
 from tests.uploads.webhooks.conftest import CLOUDINARY_WEBHOOK
 
 

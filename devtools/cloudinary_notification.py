@@ -1,6 +1,6 @@
 """Sign a sample Cloudinary notification with this deployment's settings, to test a delivery.
 
-    DJANGO_SETTINGS_MODULE=backend.settings python -m backend.uploads.webhooks.sample \\
+    DJANGO_SETTINGS_MODULE=backend.settings python -m devtools.cloudinary_notification \\
         --public-id uploads/1/<hex>/notes.txt [--type upload|delete] [--version N] \\
         [--post http://127.0.0.1:8000]
 
@@ -21,15 +21,18 @@ import shlex
 import time
 from typing import Any
 
+import django
+import requests
+from cloudinary.utils import compute_hex_hash
+from django.urls import reverse
+
+from backend.storage.provider_settings import CloudinarySettings
+
 
 def signed_cloudinary_notification(
     payload: dict[str, Any], *, timestamp: int | None = None
 ) -> tuple[bytes, dict[str, str]]:
     """The raw body and headers Cloudinary would send for `payload`."""
-    from cloudinary.utils import compute_hex_hash
-
-    from backend.storage.provider_settings import CloudinarySettings
-
     cfg = CloudinarySettings.from_django()
     if not cfg.api_secret:
         raise SystemExit("Cloudinary is not configured (CLOUDINARY_URL or CLOUDINARY_API_SECRET).")
@@ -65,23 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--post", metavar="BASE_URL", default="")
     args = parser.parse_args(argv)
 
-    import django
-
     django.setup()
     body, headers = signed_cloudinary_notification(
         sample_payload(args.type, args.public_id, args.version)
     )
     base = args.post.rstrip("/") or "http://127.0.0.1:8000"
-    from django.urls import reverse
-
     url = base + reverse("webhooks:cloudinary")
     if not args.post:
         print(body.decode())
         header_args = " ".join(f"-H {shlex.quote(f'{k}: {v}')}" for k, v in headers.items())
         print(f"curl -i -X POST {header_args} --data-binary {shlex.quote(body.decode())} {url}")
         return 0
-    import requests
-
     answer = requests.post(url, data=body, headers=headers, timeout=10)
     print(answer.status_code, answer.text)
     return 0 if answer.ok else 1
