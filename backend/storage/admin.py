@@ -4,8 +4,9 @@ It lives with the storage layer (the model is core's): the form and the status b
 providers, and core sits below storage, so core cannot show them.
 
 Switching is refused (form error listing the missing variables) when the target provider is not
-configured. Saving clears the shared AppConfig cache (the model does it), so every process picks the
-new provider on its next request; the change is logged with the user who made it.
+configured. Saving goes through `switching.activate_provider` like the commands: it clears the
+shared AppConfig cache, so every process picks the new provider on its next request, and logs the
+change with the user who made it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from django.utils.safestring import SafeString, mark_safe
 from backend.core.models import AppConfig
 from backend.storage import registry
 from backend.storage.config_service import CloudStorageConfigService, ProviderStatus
-from backend.storage.switching import log_provider_change
+from backend.storage.switching import activate_provider
 
 # RFC 6838 type/subtype (lower-cased); parameters such as "; charset=" are not allowed here.
 _MIME_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
@@ -197,12 +198,15 @@ class AppConfigAdmin(admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: AppConfig, form: Any, change: bool) -> None:
-        previous = (
-            AppConfig.objects.filter(pk=obj.pk).values_list("provider", flat=True).first()
-            if obj.pk
-            else None
+        # The one switching path (validated again under the row lock, logged with the user).
+        limits = {
+            name: getattr(obj, name) for name in AppConfigForm.Meta.fields if name != "provider"
+        }
+        activate_provider(
+            obj.provider,
+            actor=request.user.get_username(),
+            user=request.user if request.user.is_authenticated else None,
+            changes=limits,
         )
-        obj.updated_by = request.user if request.user.is_authenticated else None  # type: ignore[assignment]
-        super().save_model(request, obj, form, change)  # AppConfig.save clears the cache
-        if previous != obj.provider:
-            log_provider_change(previous, obj.provider, request.user.get_username())
+        obj.pk = AppConfig.SINGLETON_PK
+        obj.refresh_from_db()

@@ -12,10 +12,10 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from backend.core.models import AppConfig
 from backend.storage import registry
 from backend.storage.config_service import CloudStorageConfigService
 from backend.storage.s3 import S3Service
+from backend.storage.switching import activate_provider
 
 
 class Command(BaseCommand):
@@ -51,9 +51,7 @@ class Command(BaseCommand):
             user.set_password(password)
             user.is_active = True
             user.save()
-            config = AppConfig.load()
-            config.provider = provider
-            config.save()
+            activate_provider(provider, actor="manage.py demo_setup")
         verb = "Created" if created else "Reset the password of"
         self.stdout.write(f"{verb} the demo user.")
         self.stdout.write(f"Active storage provider: {provider}")
