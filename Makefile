@@ -5,7 +5,7 @@ help:
 	@echo "make demo       start the demo on embedded defaults (SQLite, local S3 emulator, in-process jobs)"
 	@echo "make test       run the whole test suite on SQLite and on PostgreSQL"
 	@echo "make test-sqlite  only the SQLite run (fast loop)"
-	@echo "make lint       ruff check + format check + mypy"
+	@echo "make lint       ruff, mypy, import-linter (layers), provider-name rule, eslint"
 	@echo "make format     ruff format + autofix"
 	@echo "make bench      run the benchmarks under bench/"
 	@echo "make install    create .venv and install the pinned dependencies"

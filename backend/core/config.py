@@ -8,8 +8,14 @@ their next read. The timeout is a safety net for changes made behind the model's
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from backend.core.models import AppConfig
 
 CACHE_KEY = "core:appconfig:v1"
 CACHE_TIMEOUT = 300
@@ -26,8 +32,6 @@ class AppConfigSnapshot:
 
 
 def _snapshot_from_db() -> AppConfigSnapshot:
-    from backend.core.models import AppConfig
-
     row = AppConfig.load()
     return AppConfigSnapshot(
         provider=row.provider,
@@ -55,3 +59,12 @@ def get_app_config() -> AppConfigSnapshot:
 
 def clear_app_config_cache() -> None:
     cache.delete(CACHE_KEY)
+
+
+@receiver(post_save, sender=AppConfig, dispatch_uid="core-appconfig-cache")
+def _clear_on_save(**kwargs: Any) -> None:
+    clear_app_config_cache()
+    # Another process may read the old row between the clear above and our commit, and cache
+    # it again; clearing once more after the commit makes the change visible to every process
+    # on its next read.
+    transaction.on_commit(clear_app_config_cache)

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, transaction
+from django.db import models
 
 from backend.core.provider_choices import default_provider, provider_choices
 
@@ -76,15 +76,9 @@ class AppConfig(models.Model):
         return f"Storage configuration (provider: {self.get_provider_display()})"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        # Saving also clears the cached snapshot (backend.core.config, on post_save).
         self.pk = self.SINGLETON_PK
         super().save(*args, **kwargs)
-        from backend.core.config import clear_app_config_cache
-
-        clear_app_config_cache()
-        # Another process may read the old row between the clear above and our commit, and
-        # cache it again; clearing once more after the commit makes the change visible to
-        # every process on its next read.
-        transaction.on_commit(clear_app_config_cache)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValueError("The storage configuration is a singleton and cannot be deleted.")

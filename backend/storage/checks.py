@@ -7,18 +7,15 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Warning, register
 
-# Cloudinary accepts signed upload parameters for one hour after their timestamp, whatever
-# expiry we state (PROVIDER-FACTS.md).
-CLOUDINARY_SIGNATURE_LIFETIME = 3600
+from backend.storage.cloudinary import SIGNED_PARAMS_LIFETIME, CloudinaryService
+from backend.storage.config_service import CloudStorageConfigService
 
 
 @register()
 def orphan_grace_covers_cloudinary_signatures(**kwargs: Any) -> list[CheckMessage]:
-    from backend.storage.config_service import CloudStorageConfigService
-
     grace = settings.UPLOAD_ORPHAN_GRACE_SECONDS
-    if grace >= CLOUDINARY_SIGNATURE_LIFETIME or not CloudStorageConfigService.is_configured(
-        "cloudinary"
+    if grace >= SIGNED_PARAMS_LIFETIME or not CloudStorageConfigService.is_configured(
+        CloudinaryService.name
     ):
         return []
     return [

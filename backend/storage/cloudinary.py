@@ -48,7 +48,8 @@ from backend.storage.calls import CallFault, provider_call
 from backend.storage.provider_settings import CLOUDINARY_DELIVERY_BASE, CloudinarySettings
 
 RESOURCE_TYPES: tuple[str, ...] = ("image", "video", "raw")
-# Cloudinary accepts signed upload parameters for one hour after their timestamp.
+# Cloudinary accepts signed upload parameters for one hour after their timestamp, whatever
+# expiry we state: https://cloudinary.com/documentation/authentication_signatures
 SIGNED_PARAMS_LIFETIME = 3600
 # (connect, read) seconds for delivery reads and Admin API calls.
 HTTP_TIMEOUT = (3.05, 15)

@@ -30,13 +30,7 @@ from backend.uploads.api.views import AuthenticatedApi
 from backend.uploads.models import MediaUpload
 from backend.uploads.services import multipart
 
-NOT_SUPPORTED = schema.error(
-    "Invalid input, or the active provider has no multipart uploads (Cloudinary).",
-    "multipart_not_supported",
-    "The storage provider 'cloudinary' does not support multipart uploads; use POST "
-    "/api/v1/uploads/ (single request) instead.",
-    {"provider": "cloudinary", "multipart_providers": ["s3"]},
-)
+NOT_SUPPORTED = schema.MULTIPART_NOT_SUPPORTED
 BAD_PART = schema.error(
     "A part number outside 1..part_count, or a part S3 does not hold with that ETag.",
     "invalid_part_number",

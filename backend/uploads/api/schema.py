@@ -52,6 +52,13 @@ THROTTLED = error(
     "Request was throttled. Expected available in 30 seconds.",
 )
 NOT_FOUND = error("No such upload for this user.", "not_found", "No upload with this id.")
+MULTIPART_NOT_SUPPORTED = error(
+    "Invalid input, or the active provider has no multipart uploads (Cloudinary).",
+    "multipart_not_supported",
+    "The storage provider 'cloudinary' does not support multipart uploads; use POST "
+    "/api/v1/uploads/ (single request) instead.",
+    {"provider": "cloudinary", "multipart_providers": ["s3"]},
+)
 PROVIDER_DOWN = error(
     "The storage provider is unreachable or not configured. Retry after `Retry-After` seconds.",
     "provider_unavailable",

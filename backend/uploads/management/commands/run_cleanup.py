@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backend.core.errors import ApplicationError
 from backend.storage import registry
+from backend.storage.factory import CloudStorageFactory
 from backend.uploads import cleanup
 
 
@@ -59,8 +60,6 @@ class Command(BaseCommand):
             raise CommandError("Some deletes failed; see above. They are retried on a later run.")
 
     def _configured(self) -> list[str]:
-        from backend.storage.factory import CloudStorageFactory
-
         names = CloudStorageFactory.configured()
         if not names:
             raise CommandError("No storage provider is configured.")
