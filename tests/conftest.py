@@ -17,8 +17,8 @@ from django.conf import settings
 STRICT = os.environ.get("UPLOADS_TEST_STRICT") == "1"
 
 # Provider fixtures: s3_storage, moto_server, s3_server_storage, cloudinary_standin,
-# memory_storage, use_provider.
-pytest_plugins = ["tests.fixtures.providers"]
+# memory_storage, use_provider, boto3_clients; the StubBroker: broker.
+pytest_plugins = ["tests.fixtures.providers", "tests.fixtures.jobs"]
 
 
 def skip_or_fail(reason: str) -> None:

@@ -3,25 +3,13 @@ should, and then really runs jobs."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from django.test import override_settings
 
 from devtools import devserver
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/bin:/bin",
-        "DJANGO_SETTINGS_MODULE": "backend.settings_test",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
+from tests.fixtures.processes import run_python
 
 
 @pytest.mark.parametrize(
@@ -45,6 +33,7 @@ sys.argv = ["manage.py", sys.argv[1]]
 import django, dramatiq
 django.setup()
 from devtools import devserver
+from tests.fixtures.processes import run_python
 devserver.install()
 
 @dramatiq.actor
@@ -72,14 +61,7 @@ def test_inprocess_worker_runs_jobs_for_the_dev_server(
 ) -> None:
     out_file = tmp_path / "ran.txt"
     script = f"OUT = {str(out_file)!r}\n" + INPROCESS_SCRIPT
-    out = subprocess.run(
-        [sys.executable, "-c", script, command],
-        cwd=ROOT,
-        env=_env(DRAMATIQ_RUN_INPROCESS_WORKER="1"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_python(script, command, DRAMATIQ_RUN_INPROCESS_WORKER="1")
     assert out.returncode == 0, out.stderr
     assert f"worker {starts}" in out.stdout
     if starts:

@@ -114,23 +114,38 @@ def signed_in_page(page: Any, demo_user: Any) -> Any:
     # Record the widget's events so tests can assert on what an integrator would receive.
     page.evaluate(
         """() => {
-            window.widgetEvents = [];
             window.announcements = [];
             const live = document.querySelector("upload-widget .uw-live");
             new MutationObserver(() => window.announcements.push(live.textContent))
                 .observe(live, { childList: true, characterData: true, subtree: true });
-            const widget = document.querySelector("upload-widget");
-            const types = ["upload:progress", "upload:done", "upload:error", "upload:cancel"];
-            for (const type of types) {
-                widget.addEventListener(type, (e) => window.widgetEvents.push({
-                    type, percent: e.detail.percent, loaded: e.detail.loaded,
-                    total: e.detail.total, message: e.detail.message,
-                    upload: e.detail.upload || null, uploadId: e.detail.uploadId || null,
-                }));
-            }
+            // Also for a widget a test creates itself (records into a fresh list).
+            window.recordWidgetEvents = (widget) => {
+                window.widgetEvents = [];
+                const types = ["upload:progress", "upload:done", "upload:error", "upload:cancel"];
+                for (const type of types) {
+                    widget.addEventListener(type, (e) => window.widgetEvents.push({
+                        type, percent: e.detail.percent, loaded: e.detail.loaded,
+                        total: e.detail.total, message: e.detail.message,
+                        upload: e.detail.upload || null, uploadId: e.detail.uploadId || null,
+                    }));
+                }
+            };
+            window.recordWidgetEvents(document.querySelector("upload-widget"));
         }"""
     )
     return page
+
+
+def answer_slow_down(route: Any) -> None:
+    """Answer a request to the S3 emulator as S3 does when throttling (503 SlowDown)."""
+    route.fulfill(
+        status=503,
+        headers={"Access-Control-Allow-Origin": "*", "Content-Type": "application/xml"},
+        body=(
+            "<Error><Code>SlowDown</Code>"
+            "<Message>Please reduce your request rate.</Message></Error>"
+        ),
+    )
 
 
 def drop_files(page: Any, files: list[tuple[str, str, bytes]]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from django.utils import timezone
 
 from tests.e2e.conftest import (
+    answer_slow_down,
     drop_files,
     item,
     make_png,
@@ -275,14 +276,7 @@ def test_provider_failure_then_retry_reuses_the_upload(
     def flaky(route: Any) -> None:
         if failures["left"] and route.request.method == "POST":
             failures["left"] -= 1
-            route.fulfill(
-                status=503,
-                headers={"Access-Control-Allow-Origin": "*", "Content-Type": "application/xml"},
-                body=(
-                    "<Error><Code>SlowDown</Code>"
-                    "<Message>Please reduce your request rate.</Message></Error>"
-                ),
-            )
+            answer_slow_down(route)
         else:
             route.continue_()
 

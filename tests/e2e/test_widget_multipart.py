@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import item, make_png, pick_files
+from tests.e2e.conftest import answer_slow_down, item, make_png, pick_files
 from tests.fixtures.providers import MOTO_SERVER_BUCKET, use_provider
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -47,15 +47,7 @@ def mp_page(s3_live: Any, signed_in_page: Any) -> Any:
             widget.setAttribute("csrf-token", old.getAttribute("csrf-token"));
             widget.setAttribute("multipart-threshold", String(threshold));
             old.replaceWith(widget);
-            window.widgetEvents = [];
-            const types = ["upload:progress", "upload:done", "upload:error", "upload:cancel"];
-            for (const type of types) {
-                widget.addEventListener(type, (e) => window.widgetEvents.push({
-                    type, percent: e.detail.percent, loaded: e.detail.loaded,
-                    total: e.detail.total, message: e.detail.message,
-                    upload: e.detail.upload || null, uploadId: e.detail.uploadId || null,
-                }));
-            }
+            window.recordWidgetEvents(widget);
         }""",
         THRESHOLD,
     )
@@ -190,14 +182,7 @@ def test_retry_sends_only_the_missing_part(mp_page: Any, moto_server: str, big_p
     def flaky(route: Any) -> None:
         if failures["left"]:
             failures["left"] -= 1
-            route.fulfill(
-                status=503,
-                headers={"Access-Control-Allow-Origin": "*", "Content-Type": "application/xml"},
-                body=(
-                    "<Error><Code>SlowDown</Code>"
-                    "<Message>Please reduce your request rate.</Message></Error>"
-                ),
-            )
+            answer_slow_down(route)
         else:
             route.continue_()
 

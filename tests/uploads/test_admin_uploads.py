@@ -21,7 +21,6 @@ from backend.storage.factory import CloudStorageFactory
 from backend.uploads import tasks
 from backend.uploads.models import MediaUpload, UploadStatus
 from tests.fixtures.memory import InMemoryStorageService
-from tests.uploads.test_tasks import reset_stub_broker
 
 CHANGELIST = "admin:uploads_mediaupload_changelist"
 
@@ -114,15 +113,6 @@ def test_no_add_no_plain_delete(admin_client_: Client, people: Any) -> None:
     actions = [name for name, _ in response.context["action_form"].fields["action"].choices]
     assert "delete_selected" not in actions and "delete_at_provider" in actions
     assert MediaUpload.objects.filter(pk=row.pk).exists()
-
-
-@pytest.fixture
-def broker() -> Iterator[StubBroker]:
-    broker = dramatiq.get_broker()
-    assert isinstance(broker, StubBroker)
-    reset_stub_broker(broker)
-    yield broker
-    reset_stub_broker(broker)
 
 
 @pytest.fixture

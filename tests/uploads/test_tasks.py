@@ -31,25 +31,6 @@ QUEUE = tasks.QUEUE
 FAST_RETRY = {"min_backoff": 1, "max_backoff": 5}
 
 
-def reset_stub_broker(broker: StubBroker) -> None:
-    """Empty every queue, including the join counters: a message a stopped worker still held
-    (e.g. a delayed retry) was never marked done, and every later join would wait for it."""
-    broker.flush_all()
-    for queue in broker.queues.values():
-        with queue.all_tasks_done:
-            queue.unfinished_tasks = 0
-            queue.all_tasks_done.notify_all()
-
-
-@pytest.fixture
-def broker() -> Iterator[StubBroker]:
-    broker = dramatiq.get_broker()
-    assert isinstance(broker, StubBroker)
-    reset_stub_broker(broker)
-    yield broker
-    reset_stub_broker(broker)
-
-
 @pytest.fixture
 def worker(broker: StubBroker) -> Iterator[dramatiq.Worker]:
     # One thread: the SQLite test database is an in-memory shared-cache database, where two

@@ -8,26 +8,13 @@ same loading path `manage.py crontab` uses.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 from apscheduler.triggers.cron import CronTrigger
 from django.conf import settings
 from dramatiq_crontab import scheduler
 
 from backend.uploads import tasks
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/bin:/bin",
-        "DJANGO_SETTINGS_MODULE": "backend.settings_test",
-        "PYTHONPATH": str(ROOT),
-        **extra,
-    }
+from tests.fixtures.processes import run_python
 
 
 def test_jobs_are_registered_with_the_scheduler_in_this_process() -> None:
@@ -52,14 +39,7 @@ print(json.dumps({j.name: str(j.trigger) for j in scheduler.get_jobs()}))
 
 
 def test_crontab_command_loading_path_registers_the_jobs_in_a_fresh_process() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=_env(SCHEDULE_EXPIRE_ORPHANS="*/5 * * * *"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_python(SCRIPT, SCHEDULE_EXPIRE_ORPHANS="*/5 * * * *")
     assert out.returncode == 0, out.stderr
     jobs = json.loads(out.stdout.strip().splitlines()[-1])
     assert "minute='*/5'" in jobs["expire_orphans"]  # schedule comes from the environment

@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -175,6 +175,31 @@ def new_key(
     )
 
 
+def insert_pending(
+    request: NewUploadRequest,
+    owner: Any,
+    upload_id: uuid.UUID,
+    service: CloudStorageService,
+    key: str,
+    expires_at: datetime,
+    **columns: Any,
+) -> MediaUpload:
+    """The `pending` row of a validated request, at `service` (plus kind-specific `columns`)."""
+    return MediaUpload.objects.create(
+        id=upload_id,
+        owner=owner,
+        provider=service.name,
+        key=key,
+        original_filename=request.display_name,
+        content_type=request.content_type,
+        declared_size=request.size,
+        checksum_sha256=request.checksum_sha256,
+        status=UploadStatus.PENDING,
+        expires_at=expires_at,
+        **columns,
+    )
+
+
 def create_upload(
     *,
     owner: Any,
@@ -208,18 +233,7 @@ def create_upload(
         expires_in=expires_in,
         notification_url=notification_url_for(service),
     )
-    row = MediaUpload.objects.create(
-        id=upload_id,
-        owner=owner,
-        provider=service.name,
-        key=key,
-        original_filename=request.display_name,
-        content_type=request.content_type,
-        declared_size=request.size,
-        checksum_sha256=request.checksum_sha256,
-        status=UploadStatus.PENDING,
-        expires_at=instructions.expires_at,
-    )
+    row = insert_pending(request, owner, upload_id, service, key, instructions.expires_at)
     logger.info(
         "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size
     )

@@ -42,7 +42,7 @@ from backend.storage.base import (
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import jobs
 from backend.uploads.models import MediaUpload, UploadStatus
-from backend.uploads.services.create import new_key, validate_new_upload
+from backend.uploads.services.create import insert_pending, new_key, validate_new_upload
 from backend.uploads.services.finalise import finalise_upload, raise_for_state
 
 logger = logging.getLogger(__name__)
@@ -134,16 +134,13 @@ def create_multipart_upload(
     session = service.create_multipart_upload(ref)
     expires_at = timezone.now() + timedelta(seconds=settings.UPLOAD_MULTIPART_EXPIRY_SECONDS)
     try:
-        row = MediaUpload.objects.create(
-            id=upload_id,
-            owner=owner,
-            provider=service.name,
-            key=key,
-            original_filename=request.display_name,
-            content_type=request.content_type,
-            declared_size=request.size,
-            status=UploadStatus.PENDING,
-            expires_at=expires_at,
+        row = insert_pending(
+            request,
+            owner,
+            upload_id,
+            service,
+            key,
+            expires_at,
             multipart_upload_id=session.upload_id,
             multipart_part_size=part_size,
         )

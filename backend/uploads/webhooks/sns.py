@@ -50,26 +50,19 @@ UNSUBSCRIBE_CONFIRMATION = "UnsubscribeConfirmation"
 
 # AWS's string-to-sign: these fields, in this order, each as "Name\nvalue\n".
 # Subject is part of it only when the message has one.
+_SUBSCRIPTION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
 _SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
     NOTIFICATION: ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    SUBSCRIPTION_CONFIRMATION: (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    UNSUBSCRIBE_CONFIRMATION: (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    SUBSCRIPTION_CONFIRMATION: _SUBSCRIPTION_FIELDS,
+    UNSUBSCRIBE_CONFIRMATION: _SUBSCRIPTION_FIELDS,
 }
 _OPTIONAL_FIELDS = frozenset({"Subject"})
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {

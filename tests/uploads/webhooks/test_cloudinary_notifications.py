@@ -14,17 +14,14 @@ from typing import Any
 import pytest
 import requests
 from cloudinary.utils import compute_hex_hash
-from django.test import Client, override_settings
+from django.test import Client
 
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import services
 from backend.uploads.models import MediaUpload, UploadStatus
 from tests.fixtures.providers import (
-    CLOUDINARY_TEST_CLOUD,
-    CLOUDINARY_TEST_KEY,
     CLOUDINARY_TEST_SECRET,
-    CloudinaryStandinHandle,
-    cloudinary_settings,
+    running_cloudinary_standin,
     use_provider,
 )
 from tests.uploads.webhooks.conftest import CLOUDINARY_WEBHOOK
@@ -36,31 +33,14 @@ TOLERANCE = 600
 @pytest.fixture(params=["sha1", "sha256"])
 def cloudinary(request: pytest.FixtureRequest, db: None, settings: Any) -> Iterator[Any]:
     """The stand-in signing with the account's algorithm, and our settings to match."""
-    from devtools.cloudinary_standin import CloudinaryStandin
 
-    algorithm = request.param
-    standin = CloudinaryStandin(
-        cloud_name=CLOUDINARY_TEST_CLOUD,
-        api_key=CLOUDINARY_TEST_KEY,
-        api_secret=CLOUDINARY_TEST_SECRET,
-        signature_algorithm=algorithm,
-    ).start()
     # Nothing listens on port 9: the stand-in's own delivery attempt fails fast, and each test
     # delivers the signed notification itself, at the moment it chooses.
     settings.PUBLIC_BASE_URL = "http://127.0.0.1:9"
     settings.WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = TOLERANCE
-    try:
-        with override_settings(**cloudinary_settings(standin.url, algorithm)):
-            CloudStorageFactory.reset()
-            use_provider("cloudinary")
-            yield CloudinaryStandinHandle(
-                url=standin.url,
-                service=CloudStorageFactory.for_provider("cloudinary"),
-                standin=standin,
-            )
-    finally:
-        CloudStorageFactory.reset()
-        standin.stop()
+    with running_cloudinary_standin(request.param) as handle:
+        use_provider("cloudinary")
+        yield handle
 
 
 def _sign(body: bytes, timestamp: str, algorithm: str) -> str:
