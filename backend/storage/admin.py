@@ -100,11 +100,22 @@ class AppConfigForm(forms.ModelForm):
 def _upload_limit(provider: registry.StorageProvider) -> str:
     """E.g. "100 MB in one upload request", from the provider's capabilities."""
     caps = provider.capabilities
-    if caps.large_uploads is None:
-        return f"{caps.max_single_upload / 1_000_000:g} MB in one upload request"
-    if caps.max_upload_size is None:
-        return f"no limit of its own ({caps.large_uploads} uploads)"
-    return f"{caps.max_upload_size / 1_000_000:g} MB with {caps.large_uploads} uploads"
+    text = f"{_size(caps.max_single_upload)} in one upload request"
+    if caps.large_uploads and caps.max_parts and caps.max_part_size:
+        text += (
+            f", more with {caps.large_uploads} uploads ({caps.max_parts} parts of at most "
+            f"{_size(caps.max_part_size)})"
+        )
+    elif caps.large_uploads:
+        text += f", more with {caps.large_uploads} uploads"
+    return text
+
+
+def _size(size: int) -> str:
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= factor:
+            return f"{size / factor:.3g} {unit}"
+    return f"{size} bytes"
 
 
 def _render_status(status: ProviderStatus) -> SafeString:

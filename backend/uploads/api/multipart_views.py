@@ -1,7 +1,7 @@
 """Multipart upload endpoints (S3) under /api/v1/uploads/ (the same operations in Uppy
 Companion's shape are in `companion_views`).
 
-Thin views: input serializer -> `backend.uploads.multipart` -> output serializer.
+Thin views: input serializer -> `backend.uploads.services.multipart` -> output serializer.
 """
 
 from __future__ import annotations
