@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('uploads', '0002_multipart'),
+        ('uploads', '0003_declared_size_optional'),
     ]
 
     operations = [
