@@ -36,6 +36,16 @@ def _int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}.") from None
 
 
+def _float(name: str, default: float) -> float:
+    value = env.str(name, default="").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, got {value!r}.") from None
+
+
 def _list(name: str, default: list[str]) -> list[str]:
     value = [item.strip() for item in env.list(name, default=[]) if item.strip()]
     return value or default
@@ -118,6 +128,13 @@ DATABASES["default"].setdefault("ATOMIC_REQUESTS", False)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A busy timeout so a worker thread and a request do not fail at once on the file lock.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # libpq waits forever for a server that never answers the TCP handshake (a black-holed
+    # host): bound it, so a dead database costs a request this long, never a worker thread.
+    # libpq's minimum is 2 s. An explicit ?connect_timeout= in DATABASE_URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", _int("DATABASE_CONNECT_TIMEOUT", 3)
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = _str("REDIS_URL", "")
@@ -241,6 +258,50 @@ UPLOAD_MAX_PRESIGN_EXPIRY = 900
 # How long an S3 multipart upload may take from create to complete (parts are signed on demand,
 # each URL for at most UPLOAD_MAX_PRESIGN_EXPIRY); past it + the orphan grace the cleanup aborts it.
 UPLOAD_MULTIPART_EXPIRY_SECONDS = _int("UPLOAD_MULTIPART_EXPIRY_SECONDS", 24 * 3600)
+
+# --- Provider faults (backend/storage/resilience.py, docs/operations.md) -----------------------
+# The web server's worker timeout and threads, read here too (gunicorn.conf.py reads the same
+# variables with the same defaults): provider deadlines must stay inside a worker's life, and
+# the per-provider concurrency limit is a share of a process's threads.
+GUNICORN_TIMEOUT = _int("GUNICORN_TIMEOUT", 30)
+GUNICORN_THREADS = _int("GUNICORN_THREADS", 4)
+# Wall-clock bound of one provider operation (connect + reads + retries together). The SDK
+# timeouts are derived from it (resilience.budget()).
+PROVIDER_DEADLINE_SECONDS = _float("PROVIDER_DEADLINE_SECONDS", 10.0)
+# Provider calls in flight at once per provider and per process; more answer 503 at once.
+PROVIDER_MAX_CONCURRENCY = _int("PROVIDER_MAX_CONCURRENCY", max(1, GUNICORN_THREADS // 2))
+# Consecutive failures (timeouts, connection errors, 5xx, throttling) that open a provider's
+# circuit breaker, and how long it then stays open before one trial call may go through.
+PROVIDER_BREAKER_FAILURES = _int("PROVIDER_BREAKER_FAILURES", 5)
+PROVIDER_BREAKER_COOLDOWN_SECONDS = _int("PROVIDER_BREAKER_COOLDOWN_SECONDS", 30)
+# Where breaker state lives, shared by every process (empty: per process, development only).
+PROVIDER_BREAKER_REDIS_URL = _str("PROVIDER_BREAKER_REDIS_URL", REDIS_URL)
+PROVIDER_BREAKER_KEY_PREFIX = _str("PROVIDER_BREAKER_KEY_PREFIX", "upload-broker:breaker")
+
+
+def _fault_checks() -> None:
+    """Refuse bounds that cannot hold (in every mode: a wrong bound is a wrong bound)."""
+    problems = []
+    if PROVIDER_DEADLINE_SECONDS < 1:
+        problems.append(f"PROVIDER_DEADLINE_SECONDS is {PROVIDER_DEADLINE_SECONDS}; at least 1.")
+    if PROVIDER_DEADLINE_SECONDS >= GUNICORN_TIMEOUT:
+        problems.append(
+            f"PROVIDER_DEADLINE_SECONDS ({PROVIDER_DEADLINE_SECONDS:g}) must be below "
+            f"GUNICORN_TIMEOUT ({GUNICORN_TIMEOUT}): a provider call would outlive the worker, "
+            "which gunicorn kills with an HTML 500 and no Retry-After."
+        )
+    for name, value in (
+        ("PROVIDER_MAX_CONCURRENCY", PROVIDER_MAX_CONCURRENCY),
+        ("PROVIDER_BREAKER_FAILURES", PROVIDER_BREAKER_FAILURES),
+        ("PROVIDER_BREAKER_COOLDOWN_SECONDS", PROVIDER_BREAKER_COOLDOWN_SECONDS),
+    ):
+        if value < 1:
+            problems.append(f"{name} is {value}; at least 1.")
+    if problems:
+        raise ImproperlyConfigured("Fault bounds refused:\n- " + "\n- ".join(problems))
+
+
+_fault_checks()
 
 # --- Background jobs (Dramatiq) ---------------------------------------------------------------
 # Always set explicitly: django-dramatiq's defaults name a middleware dramatiq 2.x no longer has.

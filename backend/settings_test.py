@@ -42,3 +42,9 @@ REST_FRAMEWORK = {
     },
 }
 LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # noqa: F405
+# Provider breakers live in this process's memory in tests (reset before every test by
+# tests/conftest.py); the tests about shared state point them at their own Redis database.
+PROVIDER_BREAKER_REDIS_URL = ""
+# Concurrency tests run many threads against one provider on purpose; the limit's own tests
+# set it explicitly.
+PROVIDER_MAX_CONCURRENCY = 32

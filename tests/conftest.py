@@ -75,6 +75,14 @@ def _clear_cache() -> None:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _close_breakers() -> None:
+    """No provider's circuit breaker state leaks from one test into the next."""
+    from backend.storage import resilience
+
+    resilience.reset_all()
+
+
 @pytest.fixture
 def redis_url() -> str:
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

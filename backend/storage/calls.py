@@ -2,8 +2,8 @@
 
 A provider service wraps each call to its SDK (or to its HTTP endpoints) in
 
-    with provider_call(self.name, "inspect (HeadObject)", self._fault, display_name="S3"):
-        ...
+    with provider_call(self.name, "inspect (HeadObject)", self._fault, display_name="S3") as run:
+        head = run(client.head_object, Bucket=bucket, Key=key)
 
 and the wrapper turns whatever the SDK raises into `ProviderUnavailable` (HTTP 503 with
 Retry-After): the SDK's own text, which can name an account, an ARN or a bucket, goes to the
@@ -11,8 +11,9 @@ server log only; API clients get the provider, the operation and the error's cod
 says what its SDK's errors mean with a classifier (`Classify`: exception -> `CallFault`, or None
 for an exception that is not the provider's fault, which propagates unchanged).
 
-This is the hook point for anything that must apply to every provider call: a deadline and a
-circuit breaker per provider, and call metrics per provider and operation, go here.
+Network calls are also bounded here (backend/storage/resilience.py): the SDK call is made
+through `run`, which enforces the provider deadline, the per-process concurrency limit and the
+provider's circuit breaker. Signing is local: `network=False` yields a `run` that just calls.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from backend.core.errors import ProviderUnavailable
+from backend.storage import resilience
 
 logger = logging.getLogger(__name__)
 
@@ -34,19 +37,57 @@ class CallFault:
     code: str
     description: str
     retry_after: int = 30
+    #: An outage (no answer, a 5xx, throttling) counts toward the provider's circuit breaker;
+    #: an answer the provider gave on purpose (access denied, a 4xx) does not.
+    outage: bool = True
 
 
 #: A provider's reading of its SDK's exceptions; None: not a provider fault (re-raised as is).
 Classify = Callable[[BaseException], CallFault | None]
+#: What a guarded block calls its SDK with: `run(fn, *args, **kwargs)` returns fn's result.
+Run = Callable[..., Any]
+
+
+def _direct(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _outages(classify: Classify) -> Callable[[BaseException], bool]:
+    def is_outage(exc: BaseException) -> bool:
+        if isinstance(exc, ProviderUnavailable):
+            return True  # raised inside the call on purpose (a delivery URL answered 5xx)
+        fault = classify(exc)
+        return fault is not None and fault.outage
+
+    return is_outage
 
 
 @contextmanager
 def provider_call(
-    provider: str, operation: str, classify: Classify, *, display_name: str
-) -> Iterator[None]:
+    provider: str,
+    operation: str,
+    classify: Classify,
+    *,
+    display_name: str,
+    network: bool = True,
+) -> Iterator[Run]:
     """Run one provider call; its SDK errors leave as ProviderUnavailable (see the module doc)."""
     try:
-        yield
+        if not network:
+            yield _direct
+            return
+        guard = resilience.guard_for(provider, _outages(classify))
+        with guard.calling(operation) as run:
+            yield run
+    except resilience.Refused as exc:
+        # Every call is refused while a breaker is open: that is not news each time.
+        level = logging.INFO if isinstance(exc, resilience.CircuitOpen) else logging.WARNING
+        logger.log(level, "%s %s refused: %s", display_name, operation, exc)
+        raise ProviderUnavailable(
+            f"{display_name} {operation} is unavailable; retry later.",
+            details={"provider": provider, "operation": operation, "code": exc.code},
+            retry_after=exc.retry_after,
+        ) from exc
     except ProviderUnavailable:
         # Raised inside the call on purpose (e.g. a delivery URL answered 5xx): a failed call.
         raise

@@ -44,15 +44,14 @@ from backend.storage.base import (
     first_bytes_range,
     full_size,
 )
-from backend.storage.calls import CallFault, provider_call
+from backend.storage import resilience
+from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import CLOUDINARY_DELIVERY_BASE, CloudinarySettings
 
 RESOURCE_TYPES: tuple[str, ...] = ("image", "video", "raw")
 # Cloudinary accepts signed upload parameters for one hour after their timestamp, whatever
 # expiry we state: https://cloudinary.com/documentation/authentication_signatures
 SIGNED_PARAMS_LIFETIME = 3600
-# (connect, read) seconds for delivery reads and Admin API calls.
-HTTP_TIMEOUT = (3.05, 15)
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 # One pooled session per process for delivery-URL reads (HEAD / ranged GET).
@@ -87,11 +86,19 @@ def content_type_hint(resource_type: str, fmt: str | None) -> str:
 
 
 def _fault(exc: BaseException) -> CallFault | None:
-    """What an SDK or HTTP error means for `provider_call`."""
+    """What an SDK or HTTP error means for `provider_call`.
+
+    Outages (counted by the breaker): network errors, timeouts, unparsable answers and 5xx
+    (the SDK's GeneralError; a bare Exception for a status it has no class for, e.g. 502),
+    throttling. A 4xx the Admin API answered (not found, refused credentials) is not one."""
     if isinstance(exc, cloudinary.exceptions.RateLimited):
         return CallFault("RateLimited", f"rate-limited: {exc}", retry_after=60)
-    if isinstance(exc, cloudinary.exceptions.Error | requests.RequestException):
+    if isinstance(exc, requests.RequestException | cloudinary.exceptions.GeneralError):
         return CallFault(type(exc).__name__, str(exc))
+    if isinstance(exc, cloudinary.exceptions.Error):
+        return CallFault(type(exc).__name__, str(exc), outage=False)
+    if type(exc) is Exception:
+        return CallFault("Error", str(exc))
     return None
 
 
@@ -135,12 +142,16 @@ class CloudinaryService(CloudStorageService):
             "api_key": self.cfg.api_key,
             "api_secret": self.cfg.api_secret,
             "upload_prefix": self.cfg.api_base,
-            "timeout": HTTP_TIMEOUT[1],
+            # The SDK hands this to urllib3, which retries 3 times: each attempt gets a quarter
+            # of the provider deadline, connect and reads together (`total`).
+            "timeout": resilience.urllib3_timeout(resilience.budget()),
         }
 
-    def _calling(self, operation: str) -> AbstractContextManager[None]:
+    def _calling(self, operation: str, *, network: bool = True) -> AbstractContextManager[Run]:
         # Cloudinary's error text (and a request error's URL) goes to the server log only.
-        return provider_call(self.name, operation, _fault, display_name=self.display_name)
+        return provider_call(
+            self.name, operation, _fault, display_name=self.display_name, network=network
+        )
 
     def sign(self, params: Mapping[str, Any], *, signature_version: int = 2) -> str:
         return str(
@@ -173,21 +184,41 @@ class CloudinaryService(CloudStorageService):
             url = self.cfg.delivery_prefix + url[len(CLOUDINARY_DELIVERY_BASE) :]
         return url
 
-    def _cdn_request(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
+    def _cdn_request(
+        self, method: str, url: str, headers: dict[str, str], *, read: int = 0
+    ) -> tuple[requests.Response, bytes | None]:
+        """One delivery request and (for a 2xx answer) up to `read` bytes of its body, both in
+        one guarded call (the body's bytes count against the deadline). The response comes back
+        closed."""
         # Identity encoding: with gzip, Content-Length / Content-Range would describe the
         # compressed bytes, and a genuine upload would fail the size check.
         headers = {"Accept-Encoding": "identity", **headers}
-        with self._calling(f"delivery {method}"):
+        budget = resilience.budget()
+
+        def fetch() -> tuple[requests.Response, bytes | None]:
             response = _session.request(
-                method, url, headers=headers, timeout=HTTP_TIMEOUT, stream=True
+                method,
+                url,
+                headers=headers,
+                timeout=(budget.connect, budget.delivery_read),
+                stream=True,
             )
-            if response.status_code >= 500 or response.status_code in (401, 403, 420, 429):
+            try:
+                if response.status_code >= 500 or response.status_code in (401, 403, 420, 429):
+                    raise ProviderUnavailable(
+                        f"Cloudinary delivery {method} answered {response.status_code}.",
+                        details={"provider": self.name, "operation": f"delivery {method}"},
+                    )
+                if not read or response.status_code >= 300:
+                    return response, None
+                # A server that ignores Range sends everything: read no more than asked.
+                return response, bytes(response.raw.read(read, decode_content=True)[:read])
+            finally:
                 response.close()
-                raise ProviderUnavailable(
-                    f"Cloudinary delivery {method} answered {response.status_code}.",
-                    details={"provider": self.name, "operation": f"delivery {method}"},
-                )
-        return response
+
+        with self._calling(f"delivery {method}") as run:
+            result: tuple[requests.Response, bytes | None] = run(fetch)
+        return result
 
     # --- uploads ---------------------------------------------------------------------------
     def presign_upload(
@@ -284,8 +315,7 @@ class CloudinaryService(CloudStorageService):
         # The version in the URL names this upload exactly, so no CDN copy of an earlier
         # answer (a cached 404 before the upload landed) can be served for it.
         url = self.delivery_url(ref)
-        response = self._cdn_request("HEAD", url, {})
-        response.close()
+        response, _ = self._cdn_request("HEAD", url, {})
         if response.status_code == 404:
             return StoredObject(key=ref.key, exists=False)
         size = full_size(None, response.headers.get("Content-Length"))
@@ -317,22 +347,17 @@ class CloudinaryService(CloudStorageService):
         # One ranged GET on the delivery URL of the original: the headers (Content-Range with
         # the full size, Content-Type, ETag) describe exactly the bytes it returns.
         url = self.delivery_url(ref)
-        response = self._cdn_request("GET", url, {"Range": first_bytes_range(length)})
-        try:
-            if response.status_code == 404:
-                return StoredObject(key=ref.key, exists=False), None
-            if response.status_code == 416:
-                raise RangeNotSatisfiable
-            size = full_size(
-                response.headers.get("Content-Range"), response.headers.get("Content-Length")
-            )
-            stored = self._stored_from(ref, url, response, size)
-            with self._calling("delivery GET"):
-                # A server that ignores Range sends everything: read no more than asked.
-                data = bytes(response.raw.read(length, decode_content=True)[:length])
-            return stored, data
-        finally:
-            response.close()
+        response, data = self._cdn_request(
+            "GET", url, {"Range": first_bytes_range(length)}, read=length
+        )
+        if response.status_code == 404:
+            return StoredObject(key=ref.key, exists=False), None
+        if response.status_code == 416:
+            raise RangeNotSatisfiable
+        size = full_size(
+            response.headers.get("Content-Range"), response.headers.get("Content-Length")
+        )
+        return self._stored_from(ref, url, response, size), data
 
     # --- deletes ---------------------------------------------------------------------------
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
@@ -348,9 +373,13 @@ class CloudinaryService(CloudStorageService):
         deleted: list[str] = []
         failed: dict[str, str] = {}
         for resource_type, public_ids in by_type.items():
-            with self._calling("delete_many (delete_resources)"):
-                answer = cloudinary.api.delete_resources(
-                    public_ids, resource_type=resource_type, type="upload", **self._api_options
+            with self._calling("delete_many (delete_resources)") as run:
+                answer = run(
+                    cloudinary.api.delete_resources,
+                    public_ids,
+                    resource_type=resource_type,
+                    type="upload",
+                    **self._api_options,
                 )
             outcome = answer.get("deleted") or {}
             for public_id in public_ids:
@@ -374,8 +403,8 @@ class CloudinaryService(CloudStorageService):
         }
         if cursor:
             options["next_cursor"] = cursor
-        with self._calling("list_objects (resources)"):
-            answer = cloudinary.api.resources(**options, **self._api_options)
+        with self._calling("list_objects (resources)") as run:
+            answer = run(cloudinary.api.resources, **options, **self._api_options)
         objects = []
         for item in answer.get("resources") or []:
             created = str(item.get("created_at") or "")
@@ -409,8 +438,8 @@ class CloudinaryService(CloudStorageService):
     def probe(self) -> ProbeResult:
         started = time.perf_counter()
         try:
-            with self._calling("probe (ping)"):
-                cloudinary.api.ping(**self._api_options)
+            with self._calling("probe (ping)") as run:
+                run(cloudinary.api.ping, **self._api_options)
         except Exception as exc:  # the probe reports every failure, it never raises
             cause = exc.__cause__ if isinstance(exc, ProviderUnavailable) and exc.__cause__ else exc
             return ProbeResult(

@@ -42,7 +42,8 @@ from backend.storage.base import (
     first_bytes_range,
     full_size,
 )
-from backend.storage.calls import CallFault, provider_call
+from backend.storage import resilience
+from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import S3Settings
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -77,19 +78,20 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 _client_lock = threading.Lock()
-_clients: dict[S3Settings, Any] = {}
+_clients: dict[tuple[S3Settings, resilience.Budget], Any] = {}
 
 
 def get_client(cfg: S3Settings) -> Any:
     """The process-wide boto3 S3 client for these settings (built on first use)."""
-    client = _clients.get(cfg)
+    key = (cfg, resilience.budget())
+    client = _clients.get(key)
     if client is not None:
         return client
     with _client_lock:
-        client = _clients.get(cfg)
+        client = _clients.get(key)
         if client is None:
-            client = _build_client(cfg)
-            _clients[cfg] = client
+            client = _build_client(cfg, key[1])
+            _clients[key] = client
         return client
 
 
@@ -99,13 +101,11 @@ def drop_clients() -> None:
         _clients.clear()
 
 
-def _build_client(cfg: S3Settings) -> Any:
+def _build_client(cfg: S3Settings, budget: resilience.Budget) -> Any:
     config = Config(
         # Without this boto3 presigns POSTs with SigV2 fields, which new regions refuse.
         signature_version="s3v4",
-        connect_timeout=5,
-        read_timeout=15,
-        retries={"max_attempts": 3, "mode": "standard"},
+        **resilience.botocore_timeouts(budget),
         # Emulators and MinIO on a bare host:port cannot serve virtual-hosted bucket names.
         s3={"addressing_style": "path" if cfg.endpoint_url else "auto"},
     )
@@ -139,7 +139,15 @@ def aws_fault(exc: BaseException) -> CallFault | None:
     """What a botocore error means for `provider_call` (S3 here, and SNS for the webhook)."""
     if isinstance(exc, ClientError):
         code = _error_code(exc)
-        return CallFault(code, _describe(exc), retry_after=5 if code in _THROTTLE_CODES else 30)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        throttled = code in _THROTTLE_CODES
+        return CallFault(
+            code,
+            _describe(exc),
+            retry_after=5 if throttled else 30,
+            # A 4xx (access denied, a bad request) is S3 answering, not an outage.
+            outage=status >= 500 or throttled,
+        )
     if isinstance(exc, BotoCoreError):
         return CallFault(type(exc).__name__, _describe(exc))
     return None
@@ -169,16 +177,18 @@ class S3Service(CloudStorageService):
     def client(self) -> Any:
         return get_client(self.cfg)
 
-    def _calling(self, operation: str) -> AbstractContextManager[None]:
+    def _calling(self, operation: str, *, network: bool = True) -> AbstractContextManager[Run]:
         # S3's error text can name the account, an IAM ARN or the bucket: the log only.
-        return provider_call(self.name, operation, self._fault, display_name=self.display_name)
+        return provider_call(
+            self.name, operation, self._fault, display_name=self.display_name, network=network
+        )
 
     def _fault(self, exc: BaseException) -> CallFault | None:
         fault = aws_fault(exc)
         if fault is None:
             return None
         description = f"bucket {self.bucket}: {fault.description}"
-        return CallFault(fault.code, description, fault.retry_after)
+        return CallFault(fault.code, description, fault.retry_after, fault.outage)
 
     def object_url(self, key: str) -> str:
         """The canonical (unsigned) URL of an object; private objects need `download_url`."""
@@ -213,7 +223,7 @@ class S3Service(CloudStorageService):
             fields["acl"] = self.cfg.upload_acl
             conditions.append({"acl": self.cfg.upload_acl})
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
-        with self._calling("presign_upload"):
+        with self._calling("presign_upload", network=False):
             post = self.client.generate_presigned_post(
                 Bucket=self.bucket,
                 Key=ref.key,
@@ -231,9 +241,9 @@ class S3Service(CloudStorageService):
 
     # --- reads -----------------------------------------------------------------------------
     def inspect(self, ref: ObjectRef) -> StoredObject:
-        with self._calling("inspect (HeadObject)"):
+        with self._calling("inspect (HeadObject)") as run:
             try:
-                head = self.client.head_object(Bucket=self.bucket, Key=ref.key)
+                head = run(self.client.head_object, Bucket=self.bucket, Key=ref.key)
             except ClientError as exc:
                 if _error_code(exc) in _NOT_FOUND_CODES:
                     return StoredObject(key=ref.key, exists=False)
@@ -257,11 +267,21 @@ class S3Service(CloudStorageService):
 
     def read_first_bytes(self, ref: ObjectRef, length: int) -> tuple[StoredObject, bytes | None]:
         # One ranged GetObject: its headers describe the object whose first bytes it returns.
-        with self._calling("inspect (ranged GetObject)"):
+
+        def fetch() -> tuple[dict[str, Any], bytes]:
+            # The body is read inside the guarded call: its bytes count against the deadline.
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=ref.key, Range=first_bytes_range(length)
+            )
+            body = response["Body"]
             try:
-                response = self.client.get_object(
-                    Bucket=self.bucket, Key=ref.key, Range=first_bytes_range(length)
-                )
+                return response, bytes(body.read(length))
+            finally:
+                body.close()
+
+        with self._calling("inspect (ranged GetObject)") as run:
+            try:
+                response, data = run(fetch)
             except ClientError as exc:
                 code = _error_code(exc)
                 if code in _NOT_FOUND_CODES:
@@ -269,11 +289,6 @@ class S3Service(CloudStorageService):
                 if code == "InvalidRange":
                     raise RangeNotSatisfiable from None
                 raise
-            body = response["Body"]
-            try:
-                data = bytes(body.read(length))
-            finally:
-                body.close()
         size = full_size(response.get("ContentRange"), response.get("ContentLength"))
         return self._stored_from(ref, response, size), data
 
@@ -287,8 +302,9 @@ class S3Service(CloudStorageService):
             )
         if not keys:
             return DeleteResult(deleted=[])
-        with self._calling("delete_many (DeleteObjects)"):
-            response = self.client.delete_objects(
+        with self._calling("delete_many (DeleteObjects)") as run:
+            response = run(
+                self.client.delete_objects,
                 Bucket=self.bucket,
                 Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
             )
@@ -310,8 +326,8 @@ class S3Service(CloudStorageService):
         }
         if page_token:
             kwargs["ContinuationToken"] = page_token
-        with self._calling("list_objects (ListObjectsV2)"):
-            response = self.client.list_objects_v2(**kwargs)
+        with self._calling("list_objects (ListObjectsV2)") as run:
+            response = run(self.client.list_objects_v2, **kwargs)
         objects = [
             ListedObject(
                 ref=ObjectRef(key=item["Key"]),
@@ -324,7 +340,7 @@ class S3Service(CloudStorageService):
         return ObjectPage(objects=objects, next_token=token)
 
     def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
-        with self._calling("download_url"):
+        with self._calling("download_url", network=False):
             return str(
                 self.client.generate_presigned_url(
                     "get_object",
@@ -342,8 +358,8 @@ class S3Service(CloudStorageService):
         }
         if self.cfg.upload_acl:
             kwargs["ACL"] = self.cfg.upload_acl
-        with self._calling("create_multipart_upload (CreateMultipartUpload)"):
-            response = self.client.create_multipart_upload(**kwargs)
+        with self._calling("create_multipart_upload (CreateMultipartUpload)") as run:
+            response = run(self.client.create_multipart_upload, **kwargs)
         return MultipartSession(key=ref.key, upload_id=str(response["UploadId"]))
 
     def presign_upload_part(
@@ -357,7 +373,7 @@ class S3Service(CloudStorageService):
     ) -> PartInstructions:
         expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
-        with self._calling("presign_upload_part"):
+        with self._calling("presign_upload_part", network=False):
             params: dict[str, Any] = {
                 "Bucket": self.bucket,
                 "Key": ref.key,
@@ -384,11 +400,11 @@ class S3Service(CloudStorageService):
         )
 
     @contextmanager
-    def _multipart_call(self, operation: str) -> Iterator[None]:
+    def _multipart_call(self, operation: str) -> Iterator[Run]:
         """Like `_calling`, but the client's mistakes become MultipartRejected (a 4xx)."""
-        with self._calling(operation):
+        with self._calling(operation) as run:
             try:
-                yield
+                yield run
             except ClientError as exc:
                 code = _error_code(exc)
                 if code in _MULTIPART_REFUSALS:
@@ -399,8 +415,8 @@ class S3Service(CloudStorageService):
         parts: list[UploadedPart] = []
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": ref.key, "UploadId": upload_id}
         while True:
-            with self._multipart_call("list_parts (ListParts)"):
-                response = self.client.list_parts(**kwargs)
+            with self._multipart_call("list_parts (ListParts)") as run:
+                response = run(self.client.list_parts, **kwargs)
             parts.extend(
                 UploadedPart(
                     part_number=int(item["PartNumber"]),
@@ -417,8 +433,9 @@ class S3Service(CloudStorageService):
     def complete_multipart_upload(
         self, ref: ObjectRef, upload_id: str, parts: Sequence[CompletedPart]
     ) -> None:
-        with self._multipart_call("complete_multipart_upload (CompleteMultipartUpload)"):
-            self.client.complete_multipart_upload(
+        with self._multipart_call("complete_multipart_upload (CompleteMultipartUpload)") as run:
+            run(
+                self.client.complete_multipart_upload,
                 Bucket=self.bucket,
                 Key=ref.key,
                 UploadId=upload_id,
@@ -428,10 +445,13 @@ class S3Service(CloudStorageService):
             )
 
     def abort_multipart_upload(self, ref: ObjectRef, upload_id: str) -> None:
-        with self._calling("abort_multipart_upload (AbortMultipartUpload)"):
+        with self._calling("abort_multipart_upload (AbortMultipartUpload)") as run:
             try:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=ref.key, UploadId=upload_id
+                run(
+                    self.client.abort_multipart_upload,
+                    Bucket=self.bucket,
+                    Key=ref.key,
+                    UploadId=upload_id,
                 )
             except ClientError as exc:
                 if _error_code(exc) != "NoSuchUpload":  # already aborted or completed: fine
@@ -443,8 +463,8 @@ class S3Service(CloudStorageService):
         aborted = 0
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         while True:
-            with self._calling("abort_stale_multipart_uploads (ListMultipartUploads)"):
-                response = self.client.list_multipart_uploads(**kwargs)
+            with self._calling("abort_stale_multipart_uploads (ListMultipartUploads)") as run:
+                response = run(self.client.list_multipart_uploads, **kwargs)
             stale = [
                 MultipartSession(key=str(upload["Key"]), upload_id=str(upload["UploadId"]))
                 for upload in response.get("Uploads", [])
@@ -454,10 +474,13 @@ class S3Service(CloudStorageService):
             for upload in stale:
                 if (upload.key, upload.upload_id) in kept:
                     continue
-                with self._calling("abort_stale_multipart_uploads (AbortMultipartUpload)"):
+                with self._calling("abort_stale_multipart_uploads (AbortMultipartUpload)") as run:
                     try:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id
+                        run(
+                            self.client.abort_multipart_upload,
+                            Bucket=self.bucket,
+                            Key=upload.key,
+                            UploadId=upload.upload_id,
                         )
                     except ClientError as exc:
                         if _error_code(exc) != "NoSuchUpload":  # already gone: fine
@@ -472,8 +495,8 @@ class S3Service(CloudStorageService):
     def probe(self) -> ProbeResult:
         started = time.perf_counter()
         try:
-            with self._calling("probe (HeadBucket)"):
-                self.client.head_bucket(Bucket=self.bucket)
+            with self._calling("probe (HeadBucket)") as run:
+                run(self.client.head_bucket, Bucket=self.bucket)
         except ProviderUnavailable as exc:
             return ProbeResult(
                 provider=self.name,

@@ -11,7 +11,7 @@ import requests
 from django.test import override_settings
 
 from backend.core.errors import ProviderUnavailable
-from backend.storage import s3
+from backend.storage import resilience, s3
 from backend.storage.base import ObjectRef
 from backend.storage.factory import CloudStorageFactory
 from backend.storage.provider_settings import S3Settings
@@ -206,7 +206,11 @@ def test_one_client_per_settings(s3_storage, boto3_clients) -> None:
     assert other is not first
     assert len(boto3_clients) == built + 1
     assert first.meta.config.signature_version == "s3v4"
-    assert first.meta.config.connect_timeout == 5
+    # Timeouts and attempts come from the provider deadline (resilience.budget()).
+    budget = resilience.budget()
+    assert first.meta.config.connect_timeout == budget.connect
+    assert first.meta.config.read_timeout == budget.s3_read
+    assert first.meta.config.retries["total_max_attempts"] == budget.s3_attempts
 
 
 def test_endpoint_url_is_honoured_with_path_style(s3_server_storage) -> None:

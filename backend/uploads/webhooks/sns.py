@@ -35,6 +35,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from backend.core.errors import ProviderUnavailable
+from backend.storage import resilience
 from backend.storage.calls import provider_call
 from backend.storage.s3 import aws_fault
 
@@ -379,7 +380,8 @@ def _sns_client(region: str) -> Any:
                 aws_access_key_id=settings.AWS_ACCESS_KEY_ID or None,
                 aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY or None,
                 aws_session_token=settings.AWS_SESSION_TOKEN or None,
-                config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2}),
+                # Timeouts and attempts that fit the provider deadline (resilience.budget).
+                config=Config(**resilience.botocore_timeouts(resilience.budget())),
             )
             _clients[key] = client
         return client
@@ -398,10 +400,13 @@ def confirm_subscription(topic_arn: str, token: str) -> str:
     refusing the token is the sender's problem (SnsVerificationError, 4xx); SNS failing or out
     of reach is ours (ProviderUnavailable, 5xx: SNS delivers the confirmation again)."""
     client = _sns_client(region_from_arn(topic_arn))
-    with provider_call(SNS, "ConfirmSubscription", aws_fault, display_name="SNS"):
+    with provider_call(SNS, "ConfirmSubscription", aws_fault, display_name="SNS") as run:
         try:
-            response = client.confirm_subscription(
-                TopicArn=topic_arn, Token=token, AuthenticateOnUnsubscribe="true"
+            response = run(
+                client.confirm_subscription,
+                TopicArn=topic_arn,
+                Token=token,
+                AuthenticateOnUnsubscribe="true",
             )
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
