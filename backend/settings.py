@@ -89,6 +89,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # A database or cache outage answers 503 + Retry-After (JSON under /api/), never a 500.
+    "backend.core.middleware.DependencyErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's, Swagger UI's and the widget's static files from gunicorn in
     # production (collected by `manage.py collectstatic`); no separate static server needed.
@@ -143,6 +145,11 @@ REDIS_URL = _str("REDIS_URL", "")
 CACHES = {
     "default": env.cache_url_config(_str("CACHE_URL", REDIS_URL or "locmemcache://upload-broker")),
 }
+# django-environ lower-cases every query option for Django's own Redis backend, including the
+# top-level ones Django only reads in upper case (`?key_prefix=` would be ignored).
+for _option in ("key_prefix", "timeout", "version"):
+    if _option in CACHES["default"]:
+        CACHES["default"][_option.upper()] = CACHES["default"].pop(_option)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -2,7 +2,7 @@
 
     python -m devtools.fault_standin --port 24010 --mode hang
     python -m devtools.fault_standin --port 24010 --mode slow --delay 20 --upstream 127.0.0.1:9000
-    python -m devtools.fault_standin --port 24010 --mode trickle --interval 1 --upstream 127.0.0.1:9000
+    python -m devtools.fault_standin --port 24010 --mode trickle --upstream 127.0.0.1:9000
 
 Point the app at it (AWS_S3_ENDPOINT_URL=http://127.0.0.1:24010, or CLOUDINARY_DELIVERY_PREFIX /
 CLOUDINARY_UPLOAD_PREFIX for Cloudinary) and watch what a hung or slow provider does to the
@@ -129,9 +129,7 @@ class FaultStandin:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def _checked(
-        self, behaviour: Behaviour, upstream: tuple[str, int] | None = None
-    ) -> Behaviour:
+    def _checked(self, behaviour: Behaviour, upstream: tuple[str, int] | None = None) -> Behaviour:
         if behaviour.mode not in MODES:
             raise ValueError(f"unknown mode {behaviour.mode!r}; one of {', '.join(MODES)}")
         if behaviour.mode in ("trickle", "proxy") and not (upstream or self.upstream):

@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.db import InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -96,6 +99,55 @@ class ProviderUnavailable(ServiceUnavailable):
     code = "provider_unavailable"
 
 
+class DependencyUnavailable(ServiceUnavailable):
+    """The database or the cache cannot be reached (down, black-holed, out of connections)."""
+
+    code = "dependency_unavailable"
+
+
+#: Retry-After of a dependency outage: short, since most are a failover or a restart.
+DEPENDENCY_RETRY_AFTER = 10
+
+
+def dependency_error(exc: BaseException | None) -> DependencyUnavailable | None:
+    """The 503 a database or cache outage becomes; None for any other exception.
+
+    OperationalError / InterfaceError are the connection-level database errors (refused,
+    timed out, "too many clients", connection lost); IntegrityError and friends are bugs or
+    races and stay what they are. The client learns which dependency, never why."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        which = "database"
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        logger.warning("cache unavailable: %s: %s", type(exc).__name__, exc)
+        which = "cache"
+    else:
+        return None
+    return DependencyUnavailable(
+        f"The service's {which} is unavailable; retry later.",
+        code=f"{which}_unavailable",
+        retry_after=DEPENDENCY_RETRY_AFTER,
+    )
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """API routes (and webhooks, under /api/) always answer in the JSON error shape."""
+    return request.path.startswith("/api/")
+
+
+def unavailable_response(request: HttpRequest, exc: ServiceUnavailable) -> HttpResponse:
+    """503 + Retry-After: the error shape for the API, a plain page for admin and demo."""
+    response: HttpResponse
+    if wants_json(request):
+        response = JsonResponse(error_body(exc.code, exc.message, exc.details), status=503)
+    else:
+        response = HttpResponse(
+            f"{exc.message}\n", status=503, content_type="text/plain; charset=utf-8"
+        )
+    response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
@@ -130,6 +182,14 @@ def _drf_details(exc: drf_exceptions.APIException) -> tuple[str, dict[str, Any]]
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler: ApplicationError and DRF's own errors in one JSON shape."""
+    # Token and session authentication query the database inside DRF: an outage surfaces here.
+    exc = dependency_error(exc) or exc
+    request = context.get("request")
+    if request is not None:
+        # Errors are JSON whatever the view renders on success (the schema view's YAML, the
+        # browsable API's HTML): DRF renders this response with the request's renderer.
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = "application/json"
     if isinstance(exc, ApplicationError):
         headers = {}
         if isinstance(exc, ServiceUnavailable):

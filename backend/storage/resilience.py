@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -335,6 +335,9 @@ class ProviderGuard:
             return built.slots  # only the breaker settings changed: keep in-flight accounting
         return _Slots(self.provider, config.limit)
 
+    def classify_with(self, is_failure: Callable[[BaseException], bool]) -> None:
+        self._is_failure = is_failure
+
     def is_failure(self, exc: BaseException) -> bool:
         return isinstance(exc, ProviderTimeout) or self._is_failure(exc)
 
@@ -362,10 +365,8 @@ class ProviderGuard:
 
     def _end_trial(self, config: _Config) -> None:
         if config.redis_url:
-            try:
+            with suppress(redis.RedisError):
                 _redis(config.redis_url).delete(self._trial_key(config))
-            except redis.RedisError:
-                pass
         else:
             self._local_trial_until = 0.0
 
@@ -461,13 +462,25 @@ class ProviderGuard:
 _guards: dict[str, ProviderGuard] = {}
 
 
-def guard_for(provider: str, is_failure: Callable[[BaseException], bool]) -> ProviderGuard:
-    """The process-wide guard of `provider` (provider modules create theirs at import)."""
-    with _lock:
-        guard = _guards.get(provider)
-        if guard is None:
-            guard = _guards[provider] = ProviderGuard(provider, is_failure)
-        return guard
+def _every_error(exc: BaseException) -> bool:
+    return True
+
+
+def guard_for(
+    provider: str, is_failure: Callable[[BaseException], bool] | None = None
+) -> ProviderGuard:
+    """The process-wide guard of `provider`, created on first use. `is_failure` (what counts
+    toward its breaker) comes from the provider's call; a reader of the state (/readyz) passes
+    none."""
+    guard = _guards.get(provider)
+    if guard is None:
+        with _lock:
+            guard = _guards.get(provider)
+            if guard is None:
+                guard = _guards[provider] = ProviderGuard(provider, is_failure or _every_error)
+    if is_failure is not None:
+        guard.classify_with(is_failure)
+    return guard
 
 
 def guards() -> dict[str, ProviderGuard]:
