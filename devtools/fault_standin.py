@@ -88,10 +88,10 @@ class FaultStandin:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._thread.join(timeout=5)
         with contextlib.suppress(OSError):
             self._listener.close()
         self.drop_connections()
-        self._thread.join(timeout=5)
 
     def set_mode(
         self,
@@ -138,11 +138,16 @@ class FaultStandin:
 
     # --- serving ---------------------------------------------------------------------------
     def _accept_loop(self) -> None:
+        # A timeout, so stop() is noticed: closing a socket does not wake a blocked accept().
+        self._listener.settimeout(0.1)
         while not self._stopped.is_set():
             try:
                 conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             with self._lock:
                 self.accepted += 1
                 self._open.add(conn)

@@ -35,10 +35,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -181,6 +182,46 @@ class _RedisStorage(pybreaker.CircuitRedisStorage):
             logger.warning("circuit breaker storage: Redis unavailable (%s)", exc)
 
 
+class _DaemonPool:
+    """Up to `size` daemon threads running submitted calls.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a worker process
+    shutting down would wait for a call still stuck on a trickling peer."""
+
+    def __init__(self, name: str, size: int) -> None:
+        self._name = name
+        self._size = size
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._threads = 0
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, lambda: fn(*args, **kwargs)))
+        with self._lock:
+            if self._idle == 0 and self._threads < self._size:
+                self._threads += 1
+                threading.Thread(
+                    target=self._work, name=f"{self._name}-{self._threads}", daemon=True
+                ).start()
+            else:
+                self._idle -= 1  # an idle thread takes it
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, call = self._queue.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(call())
+                except BaseException as exc:  # handed to the caller, like an executor does
+                    future.set_exception(exc)
+            del future, call
+            with self._lock:
+                self._idle += 1
+
+
 class _Slots:
     """This process's in-flight calls to one provider and the pool that runs them."""
 
@@ -188,7 +229,7 @@ class _Slots:
         self.limit = limit
         self._free = limit
         self._lock = threading.Lock()
-        self.pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"provider-{provider}")
+        self.pool = _DaemonPool(f"provider-{provider}", limit)
 
     def try_acquire(self) -> bool:
         with self._lock:
@@ -250,11 +291,7 @@ class _Call:
         if self.started:
             raise RuntimeError("one provider call per guarded block")
         self.started = True
-        try:
-            future: Future[T] = self._slots.pool.submit(fn, *args, **kwargs)
-        except RuntimeError:  # the pool is shut down (interpreter exit)
-            self._slots.release()
-            raise
+        future: Future[T] = self._slots.pool.submit(fn, *args, **kwargs)
         # The slot is freed when the SDK call really ends, not when its caller gives up.
         future.add_done_callback(lambda _f: self._slots.release())
         try:
