@@ -13,6 +13,7 @@ never be scheduled (tests/uploads/test_tasks_schedule.py guards against that).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import dramatiq
@@ -31,6 +32,24 @@ QUEUE = jobs.QUEUE
 # 30 min) spread attempts over roughly two hours before a message goes to the dead-letter queue.
 DELETE_MAX_RETRIES = 8
 CLEANUP_MAX_RETRIES = 3
+
+# Time limits exceed what the provider calls of a message can take (each call is bounded by
+# PROVIDER_DEADLINE_SECONDS, see backend/storage/resilience.py), so a hung provider makes a
+# message fail and retry, never a worker thread hang. Provider calls one message makes:
+#: delete_upload: abort an unfinished multipart upload, then delete the object.
+DELETE_PROVIDER_CALLS = 2
+#: The batch jobs make one call per batch (S3 1000 keys, Cloudinary 100) and stop a provider at
+#: its first failure; their limit leaves room for at least this many batches per provider (a
+#: run cut short by its limit leaves the rest to the next run).
+BATCHES_PER_RUN = 10
+#: Room for the database work around the provider calls.
+TIME_LIMIT_MARGIN_SECONDS = 30
+
+
+def time_limit_ms(provider_calls: int, floor_seconds: int) -> int:
+    """An actor's time limit (ms): its floor, and always more than its provider calls."""
+    calls = math.ceil(provider_calls * settings.PROVIDER_DEADLINE_SECONDS)
+    return 1000 * max(floor_seconds, calls + TIME_LIMIT_MARGIN_SECONDS)
 
 
 def _retry_transient(max_retries: int) -> Any:
@@ -53,7 +72,7 @@ def _retry_transient(max_retries: int) -> Any:
     retry_when=_retry_transient(DELETE_MAX_RETRIES),
     min_backoff=10_000,
     max_backoff=30 * 60_000,
-    time_limit=120_000,
+    time_limit=time_limit_ms(DELETE_PROVIDER_CALLS, 120),
 )
 def delete_upload(upload_id: str) -> None:
     """Delete one upload's object at the provider recorded on its row and mark it `deleted`."""
@@ -70,7 +89,7 @@ def delete_upload(upload_id: str) -> None:
     retry_when=_retry_transient(CLEANUP_MAX_RETRIES),
     min_backoff=30_000,
     max_backoff=10 * 60_000,
-    time_limit=15 * 60_000,
+    time_limit=time_limit_ms(2 * BATCHES_PER_RUN, 15 * 60),  # two providers
 )
 def expire_orphans() -> None:
     """Delete pending uploads never confirmed (past expiry + grace) at their provider."""
@@ -84,7 +103,8 @@ def expire_orphans() -> None:
     retry_when=_retry_transient(CLEANUP_MAX_RETRIES),
     min_backoff=60_000,
     max_backoff=30 * 60_000,
-    time_limit=60 * 60_000,
+    # Listing pages, deletes and multipart aborts of one provider.
+    time_limit=time_limit_ms(3 * BATCHES_PER_RUN, 60 * 60),
 )
 def reconcile_provider(provider: str) -> None:
     """Delete objects under our prefix at `provider` that no live row accounts for."""
