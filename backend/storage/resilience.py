@@ -157,6 +157,17 @@ _lock = threading.Lock()
 _redis_clients: dict[tuple[int, str], redis.Redis] = {}
 
 
+class _BreakerLog(pybreaker.CircuitBreakerListener):
+    """One log line per state change of a breaker (what to alert on), not one per call."""
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        old = getattr(old_state, "name", None)
+        if old is None or old == new_state.name:
+            return
+        level = logging.WARNING if new_state.name == pybreaker.STATE_OPEN else logging.INFO
+        logger.log(level, "circuit breaker %s: %s -> %s", cb.name, old, new_state.name)
+
+
 def _redis(url: str) -> redis.Redis:
     key = (os.getpid(), url)
     client = _redis_clients.get(key)
@@ -364,6 +375,7 @@ class ProviderGuard:
             name=self.provider,
             # The call that trips the breaker keeps its own error (timeout, 5xx).
             throw_new_error_on_trip=False,
+            listeners=[_BreakerLog()],
         )
 
     def _new_slots(self, config: _Config) -> _Slots:

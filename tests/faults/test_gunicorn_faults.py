@@ -163,7 +163,7 @@ def test_hung_s3_default_deadline_bounded_fail_fast_and_recovery(
             # The deadline stays the default; the breaker is tuned so the test sees it trip
             # and close within seconds (at least two of the ten calls get a slot and time out).
             "PROVIDER_BREAKER_FAILURES": "2",
-            "PROVIDER_BREAKER_COOLDOWN_SECONDS": "3",
+            "PROVIDER_BREAKER_COOLDOWN_SECONDS": "5",
         }
     )
 
@@ -203,13 +203,24 @@ def test_hung_s3_default_deadline_bounded_fail_fast_and_recovery(
     ready = server.get("/readyz").json()
     assert ready["checks"]["providers"]["s3"]["state"] == "open", ready
     assert ready["checks"]["providers"]["cloudinary"]["state"] == "closed", ready
+    # The refused provider call's own cost is asserted in-process (test_resilience: < 50 ms);
+    # over HTTP a confirm also pays token auth and the row read, so it is measured against the
+    # same request without a provider call (the upload's detail), interleaved.
     accepted = s3.accepted
-    fast = [confirm(rows[0]) for _ in range(5)]
-    for _elapsed, answer in fast:
+    refused, baseline = [], []
+    for _ in range(5):
+        started = time.monotonic()
+        assert server.get(f"/api/v1/uploads/{rows[0].id}/", headers=auth).status_code == 200
+        baseline.append(time.monotonic() - started)
+        elapsed, answer = confirm(rows[0])
         assert assert_json_503(answer)["details"]["code"] == "circuit_open"
-    latencies = sorted(elapsed for elapsed, _ in fast)
-    print(f"fail-fast confirm latencies (HTTP round trip): {[round(x, 4) for x in latencies]}")
-    assert statistics.median(latencies) < 0.05
+        assert 1 <= int(answer.headers["Retry-After"]) <= 5
+        refused.append(elapsed)
+    print(
+        f"fail-fast confirm (HTTP round trip) median {statistics.median(refused) * 1000:.1f} ms, "
+        f"detail without provider call {statistics.median(baseline) * 1000:.1f} ms"
+    )
+    assert statistics.median(refused) - statistics.median(baseline) < 0.05
     assert s3.accepted == accepted  # not one connection attempted
 
     # 3. S3 answers again (the stand-in relays to moto): after the cool-down one trial goes

@@ -8,6 +8,7 @@ gunicorn.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -244,7 +245,10 @@ def test_after_the_threshold_calls_fail_fast_then_one_trial_closes_the_breaker(
         assert result.details["code"] == "circuit_open"
         assert 1 <= result.retry_after <= 2
         timings.append(elapsed)
-    print(f"fail-fast provider call: max {max(timings) * 1000:.2f} ms")
+    print(
+        f"fail-fast provider call: median {statistics.median(timings) * 1000:.2f} ms, "
+        f"max {max(timings) * 1000:.2f} ms"
+    )
     assert max(timings) < 0.05
     assert fault.accepted == accepted  # no connection was even attempted
     # S3 answers again; after the cool-down the next call is the trial and closes the breaker.
