@@ -27,6 +27,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from backend.core.errors import ProviderUnavailable
+from backend.storage import resilience
 from backend.storage.base import (
     CloudStorageService,
     ConfirmationRejected,
@@ -44,7 +45,6 @@ from backend.storage.base import (
     first_bytes_range,
     full_size,
 )
-from backend.storage import resilience
 from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import CLOUDINARY_DELIVERY_BASE, CloudinarySettings
 

@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 
 from backend.core.errors import ProviderUnavailable
+from backend.storage import resilience
 from backend.storage.base import (
     CloudStorageService,
     CompletedPart,
@@ -42,7 +43,6 @@ from backend.storage.base import (
     first_bytes_range,
     full_size,
 )
-from backend.storage import resilience
 from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import S3Settings
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import BotoCoreError, EndpointConnectionError
 from django.test import override_settings
 
 from backend.core.errors import ProviderUnavailable
@@ -307,9 +307,11 @@ def _fail() -> None:
     raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
 
 
-def test_breaker_state_and_the_single_trial_are_shared_between_processes(redis_url) -> None:
-    from backend.storage.s3 import _is_outage
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, BotoCoreError)
 
+
+def test_breaker_state_and_the_single_trial_are_shared_between_processes(redis_url) -> None:
     prefix = f"test-breaker-{uuid.uuid4().hex}"
     with override_settings(
         PROVIDER_BREAKER_REDIS_URL=redis_url,
