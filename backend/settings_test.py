@@ -48,3 +48,8 @@ PROVIDER_BREAKER_REDIS_URL = ""
 # Concurrency tests run many threads against one provider on purpose; the limit's own tests
 # set it explicitly.
 PROVIDER_MAX_CONCURRENCY = 32
+# The suite's real-HTTP tests (moto server, the Cloudinary stand-in, Chromium) share two loaded
+# cores: a roomier provider deadline than production's 10 s keeps a slow emulator answer from
+# becoming a 503. The fault tests set their own deadlines, and tests/faults runs gunicorn on the
+# production default.
+PROVIDER_DEADLINE_SECONDS = 25.0

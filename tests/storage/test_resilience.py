@@ -49,6 +49,14 @@ def test_every_sdk_worst_case_fits_the_deadline(deadline: float) -> None:
     assert budget.delivery_worst_case() <= deadline + 0.01
 
 
+def test_production_default_deadline_is_ten_seconds() -> None:
+    done = _settings_in_subprocess(
+        {}, "import backend.settings as s; print(s.PROVIDER_DEADLINE_SECONDS)"
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    assert float(done.stdout) == 10.0
+
+
 def test_default_budget() -> None:
     budget = resilience.budget(10)
     assert (budget.connect, budget.s3_attempts, budget.s3_read) == (2.0, 2, 2.5)
