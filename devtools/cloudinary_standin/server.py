@@ -177,6 +177,8 @@ class CloudinaryStandin:
         self.notifications: list[Notification] = []
         #: Admin API calls seen, as (method, path): the real one is rate-limited (500/h).
         self.admin_calls: list[tuple[str, str]] = []
+        #: Requests whose body ended before its Content-Length (nothing of them was stored).
+        self.incomplete_requests = 0
         #: Set to an HTTP status (e.g. 500) to make every request fail: simulates an outage.
         self.fail_with: int | None = None
         self.clock: Callable[[], float] = time.time
@@ -742,6 +744,8 @@ class CloudinaryStandin:
             response = self._dispatch(request)
         except ClientDisconnected:
             # The body ended before its Content-Length: nothing was stored, and nobody listens.
+            with self.lock:
+                self.incomplete_requests += 1
             response = self._json(400, _error(400, "Request body incomplete")[1])
         except HTTPException as exc:
             status = exc.code or 400
