@@ -65,6 +65,9 @@ GZIP_MAX_BYTES = 10 * 1024 * 1024
 # Parameters of a chunk that do not describe the asset (they change from chunk to chunk in the
 # SDKs: pycloudinary and the Node SDK sign every chunk with a fresh timestamp).
 PER_CHUNK_PARAMS = frozenset({"timestamp", "signature", "api_key", "file"})
+# Cloudinary does not document how long an unfinished chunked upload is kept; the stand-in drops
+# one left untouched for a day (its temporary file with it).
+CHUNKED_UPLOAD_IDLE = 24 * 3600
 # Headers a browser sends on a chunk; allowed on every preflight.
 CORS_ALLOW_HEADERS = (
     "Content-Type, Content-Range, X-Unique-Upload-Id, X-Requested-With, "
@@ -119,6 +122,10 @@ class Refused(Exception):
     @property
     def answer(self) -> tuple[int, dict[str, Any]]:
         return _error(self.status, self.message)
+
+
+def _header_safe(text: str) -> str:
+    return " ".join(text.encode("ascii", "replace").decode().split())
 
 
 def _as_bool(value: str | None, *, default: bool) -> bool:
@@ -481,7 +488,14 @@ class CloudinaryStandin:
     def _session(
         self, upload_id: str, resource_type: str, params: dict[str, str], filename: str
     ) -> ChunkedUpload:
+        now = self.clock()
         with self.lock:
+            for idle_id in [
+                uid for uid, up in self.uploads.items() if now - up.touched > CHUNKED_UPLOAD_IDLE
+            ]:
+                idle = self.uploads.pop(idle_id)
+                idle.close()
+                self.files.discard(idle.path)
             session = self.uploads.get(upload_id)
             if session is None:
                 path = self.files.new_path(".chunks")
@@ -496,6 +510,7 @@ class CloudinaryStandin:
                     filename=filename,
                 )
                 self.uploads[upload_id] = session
+            session.touched = now
             return session
 
     def _chunk_refusal(
@@ -774,6 +789,11 @@ class CloudinaryStandin:
         response = Response(
             json.dumps(body), status=status, content_type="application/json; charset=utf-8"
         )
+        if status >= 400 and isinstance(body.get("error"), dict):
+            # Cloudinary repeats an error's message in X-Cld-Error
+            # (https://cloudinary.com/documentation/ts_troubleshooting_failed_upload_requests).
+            message = str(body["error"].get("message", ""))
+            response.headers["X-Cld-Error"] = _header_safe(message)
         for name, value in (headers or {}).items():
             response.headers[name] = value
         return response
@@ -781,7 +801,7 @@ class CloudinaryStandin:
     def _cdn_error(self, status: int, message: str) -> Response:
         # Delivery errors carry their reason in X-Cld-Error
         # (https://cloudinary.com/documentation/diagnosing_error_codes_tutorial).
-        return self._json(status, _error(status, message)[1], {"X-Cld-Error": message})
+        return self._json(status, _error(status, message)[1])
 
     def _authorised(self, request: Request) -> bool:
         expected = base64.b64encode(f"{self.api_key}:{self.api_secret}".encode()).decode()

@@ -130,6 +130,7 @@ class ChunkedUpload:
     ranges: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     finished: bool = False
+    touched: float = 0.0  # the stand-in's clock at the last chunk
 
     @property
     def received(self) -> int:

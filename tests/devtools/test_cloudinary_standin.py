@@ -388,6 +388,20 @@ def test_an_unfinished_upload_is_invisible_and_can_be_finished_later(
     assert standin.find("raw", "later.bin").data == data  # type: ignore[union-attr]
 
 
+def test_an_upload_left_alone_for_a_day_is_dropped(standin: CloudinaryStandin) -> None:
+    data = blob(2 * SMALL_CHUNK)
+    fields = signed(standin, public_id="abandoned.bin")
+    chunk(standin, fields, data, 0, SMALL_CHUNK - 1, len(data), upload_id="old")
+    issued = int(fields["timestamp"])
+    standin.clock = lambda: issued + 24 * 3600 + 1
+    fresh = {**fields, "timestamp": str(issued + 24 * 3600)}
+    fresh["signature"] = standin.sign(
+        {k: v for k, v in fresh.items() if k not in ("api_key", "signature")}
+    )
+    chunk(standin, fresh, data, 0, SMALL_CHUNK - 1, len(data), upload_id="new")
+    assert [u["upload_id"] for u in standin.pending_uploads()] == ["new"]
+
+
 # --- truncated bodies ------------------------------------------------------------------------
 
 
@@ -489,6 +503,7 @@ def test_svg_bytes_for_a_png_instruction_are_refused(standin: CloudinaryStandin)
     )
     assert answer.status_code == 400
     assert error_message(answer) == "Image file format svg not allowed"
+    assert answer.headers["X-Cld-Error"] == "Image file format svg not allowed"
     assert standin.assets == {}
 
 
