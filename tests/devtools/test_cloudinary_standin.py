@@ -654,7 +654,9 @@ def test_private_download_url(standin: CloudinaryStandin) -> None:
     assert expired.status_code == 401 and "expired" in error_message(expired)
     assert requests.get(tampered, timeout=5).status_code == 401
     assert requests.get(default_lifetime, timeout=5).status_code == 200
-    standin.clock = lambda: now + 3601  # no expires_at: one hour after its timestamp
+    # No expires_at: one hour after its timestamp (taken when the URL was built, a little after
+    # `now` on a loaded machine: stay well past the hour).
+    standin.clock = lambda: now + 3700
     assert requests.get(default_lifetime, timeout=5).status_code == 401
     assert (head.status_code, head.headers["Content-Length"]) == (200, str(len(HTML)))
     assert (ranged.status_code, ranged.content) == (206, HTML[:15])
