@@ -172,7 +172,7 @@ def test_hung_s3_gives_up_within_the_deadline(s3_behind, moto_server) -> None:
     elapsed, result = _timed(lambda: service.inspect_with_head(ref))
     assert isinstance(result, ProviderUnavailable), result
     assert result.details["provider"] == "s3"
-    assert elapsed < 2.3
+    assert elapsed < 3.0  # the 2 s deadline, with slack for a loaded machine
     # The stand-in relays again: the same service answers (no restart, no new client).
     fault.set_mode("proxy")
     stored, head = service.inspect_with_head(ref)
@@ -189,7 +189,8 @@ def test_a_trickling_peer_is_bounded_by_the_deadline_not_by_read_timeouts(
     elapsed, result = _timed(lambda: service.inspect(ref))
     assert isinstance(result, ProviderUnavailable), result
     assert result.details["code"] == "provider_timeout"
-    assert 1.4 < elapsed < 1.8
+    # Bounded by the deadline (1.5 s), not by ~100 s of trickle; slack for a loaded machine.
+    assert 1.4 < elapsed < 3.0
     # The abandoned call still holds its slot (the share of threads stays bounded) until the
     # peer lets go; then the slot is free again.
     guard = resilience.guards()["s3"]
@@ -301,7 +302,7 @@ def test_cloudinary_delivery_hung_then_answering(cloudinary_standin, fault_stand
         elapsed, result = _timed(lambda: service.inspect_with_head(ref))
         assert isinstance(result, ProviderUnavailable), result
         assert result.details["provider"] == "cloudinary"
-        assert elapsed < 1.8
+        assert elapsed < 2.5  # the 1.5 s deadline, with slack for a loaded machine
         fault.set_mode("proxy")
         stored, head = service.inspect_with_head(ref)
         assert not stored.exists and head is None  # the stand-in answers: no such asset
