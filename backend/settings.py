@@ -351,14 +351,25 @@ DRAMATIQ_CRONTAB = {"REDIS_URL": _SCHEDULER_LOCK_URL or None}
 # Cleanup policy (seconds unless named otherwise)
 UPLOAD_ORPHAN_GRACE_SECONDS = _int("UPLOAD_ORPHAN_GRACE_SECONDS", 3600)
 UPLOAD_RECONCILE_GRACE_SECONDS = _int("UPLOAD_RECONCILE_GRACE_SECONDS", 86400)
+# After a delete, the key is checked again (and a recreated object removed) by the
+# `recheck_deleted` sweep once this long has passed since the upload's instructions stopped
+# working (`expires_at`): clock skew and a request in flight.
+UPLOAD_RECHECK_MARGIN_SECONDS = _int("UPLOAD_RECHECK_MARGIN_SECONDS", 120)
 UPLOAD_SCHEDULES = {
     "expire_orphans": _str("SCHEDULE_EXPIRE_ORPHANS", "*/10 * * * *"),
     "reconcile": _str("SCHEDULE_RECONCILE", "17 3 * * *"),
+    "recheck_deleted": _str("SCHEDULE_RECHECK_DELETED", "*/5 * * * *"),
 }
 
 # --- Webhooks ----------------------------------------------------------------------------------
 WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = _int("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 600)
 SNS_TOPIC_ARNS = _list("SNS_TOPIC_ARNS", [])
+# Signing-certificate fetches, counted in the shared cache (Redis in production, so every
+# process shares the count): one fetch per certificate URL per cool-down, and at most this many
+# fetches of certificates not in the cache per minute in all. A real topic needs one
+# certificate per region, cached for a day; forged messages naming new URLs hit the cap.
+SNS_CERT_FETCH_COOLDOWN_SECONDS = _int("SNS_CERT_FETCH_COOLDOWN_SECONDS", 30)
+SNS_CERT_FETCHES_PER_MINUTE = _int("SNS_CERT_FETCHES_PER_MINUTE", 10)
 
 LOGGING = {
     "version": 1,

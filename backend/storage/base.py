@@ -43,6 +43,10 @@ def _keeps_every_extension(content_type: str) -> bool:
     return True
 
 
+def _no_extension(content_type: str) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class ProviderNotifications:
     """How a provider tells us about objects it stored or removed (our webhooks)."""
@@ -75,6 +79,9 @@ class ProviderCapabilities:
     #: Whether a key keeps the file name's extension, given the content type (Cloudinary adds
     #: the format to image and video public_ids itself).
     keeps_extension: Callable[[str], bool] = _keeps_every_extension
+    #: Where a key does not keep the file name's extension: the extension it gets instead,
+    #: from the declared content type ("" for none). Never the client's.
+    key_extension: Callable[[str], str] = _no_extension
     #: How the provider notifies us; None: it does not.
     notifications: ProviderNotifications | None = None
 

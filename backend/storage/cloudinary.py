@@ -52,6 +52,85 @@ RESOURCE_TYPES: tuple[str, ...] = ("image", "video", "raw")
 # Cloudinary accepts signed upload parameters for one hour after their timestamp, whatever
 # expiry we state: https://cloudinary.com/documentation/authentication_signatures
 SIGNED_PARAMS_LIFETIME = 3600
+#: Every upload is stored with the `authenticated` delivery type: its delivery URL needs a
+#: signature, and clients only ever get the time-limited private download URL
+#: (https://cloudinary.com/documentation/control_access_to_media).
+DELIVERY_TYPE = "authenticated"
+
+#: `allowed_formats` signed into an image/video upload, by declared type: Cloudinary refuses
+#: any other detected format at upload ("Image file format svg not allowed"), so SVG bytes never
+#: land under an image/png instruction. A type not listed signs its subtype (see
+#: `allowed_formats_for`).
+ALLOWED_FORMATS: dict[str, str] = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/jpg": "jpg",
+    "image/pjpeg": "jpg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+    "image/bmp": "bmp",
+    "image/tiff": "tiff",
+    "image/avif": "avif",
+    "image/heic": "heic",
+    "image/heif": "heif",
+    "image/x-icon": "ico",
+    "image/vnd.microsoft.icon": "ico",
+    "image/svg+xml": "svg",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/quicktime": "mov",
+    "video/x-matroska": "mkv",
+    "video/3gpp": "3gp",
+    "video/ogg": "ogv",
+    "audio/mp4": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/mpeg": "mp3",
+    "audio/ogg": "ogg",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/webm": "webm",
+    "audio/flac": "flac",
+    "audio/aac": "aac",
+}
+
+#: The extension a raw upload's public_id gets, by declared type. Cloudinary serves a raw file
+#: with the Content-Type of its public_id's extension, so the client's own extension is never
+#: used ("page.html" declared text/plain must not be served as text/html): a type listed here
+#: gets its own extension, any other none (served as application/octet-stream). No type a
+#: browser runs as active content (HTML, XHTML, XML, SVG, JavaScript) is listed.
+RAW_EXTENSIONS: dict[str, str] = {
+    "text/plain": ".txt",
+    "text/csv": ".csv",
+    "text/markdown": ".md",
+    "application/pdf": ".pdf",
+    "application/json": ".json",
+    "application/zip": ".zip",
+    "application/gzip": ".gz",
+    "application/x-tar": ".tar",
+    "application/rtf": ".rtf",
+    "application/msword": ".doc",
+    "application/vnd.ms-excel": ".xls",
+    "application/vnd.ms-powerpoint": ".ppt",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+    "application/epub+zip": ".epub",
+}
+
+#: Declared types a browser renders as active content: their download URL asks Cloudinary for
+#: `Content-Disposition: attachment`, so they are saved, never rendered on the CDN's origin.
+ACTIVE_CONTENT_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/javascript",
+        "application/javascript",
+        "application/x-shockwave-flash",
+    }
+)
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 
 # One pooled session per process for delivery-URL reads (HEAD / ranged GET).
@@ -70,10 +149,39 @@ def resource_type_for(content_type: str) -> str:
     return "raw"
 
 
+def _base_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def keeps_extension(content_type: str) -> bool:
-    """Cloudinary appends the format to image and video public_ids itself; raw files are served
-    under the public_id as is, so only they keep the extension in the key."""
-    return resource_type_for(content_type) == "raw"
+    """No public_id keeps the client's extension: Cloudinary appends the format to image and
+    video public_ids itself, and raw files get `key_extension` (from the declared type)."""
+    return False
+
+
+def key_extension(content_type: str) -> str:
+    """The extension a public_id ends with: for raw files the declared type's safe one
+    (`RAW_EXTENSIONS`, else none); image and video public_ids have none."""
+    if resource_type_for(content_type) != "raw":
+        return ""
+    return RAW_EXTENSIONS.get(_base_type(content_type), "")
+
+
+def allowed_formats_for(content_type: str) -> str:
+    """The `allowed_formats` an upload of this declared type is signed with ("" for raw: a raw
+    file's format is its public_id's extension, which we choose)."""
+    if resource_type_for(content_type) == "raw":
+        return ""
+    base = _base_type(content_type)
+    if base in ALLOWED_FORMATS:
+        return ALLOWED_FORMATS[base]
+    # image/x-foo+xml -> "foo": restrictive; an unknown type is refused rather than let in.
+    subtype = base.split("/", 1)[-1].split("+", 1)[0]
+    return subtype.removeprefix("x-") or "none"
+
+
+def is_active_content(content_type: str) -> bool:
+    return _base_type(content_type) in ACTIVE_CONTENT_TYPES
 
 
 def content_type_hint(resource_type: str, fmt: str | None) -> str:
@@ -123,6 +231,7 @@ class CloudinaryService(CloudStorageService):
         # Our flow is one signed upload request, which Cloudinary caps at 100 MB.
         max_single_upload=100 * 1000 * 1000,
         keeps_extension=keeps_extension,
+        key_extension=key_extension,
         notifications=ProviderNotifications(
             source="cloudinary_webhook",
             verification="request_signature",
@@ -164,11 +273,14 @@ class CloudinaryService(CloudStorageService):
         )
 
     def delivery_url(self, ref: ObjectRef, *, signed: bool = False) -> str:
-        """URL of the stored original (no transformation), on the configured delivery base."""
+        """URL of the stored original (no transformation), on the configured delivery base.
+
+        Assets are `authenticated`: only the signed form is served (a signature that does not
+        expire, so it is used for our own reads and never handed to a client)."""
         url, _ = cloudinary.utils.cloudinary_url(
             ref.key,
             resource_type=resource_type_for(ref.content_type),
-            type="upload",
+            type=DELIVERY_TYPE,
             version=ref.version,
             secure=True,
             sign_url=signed,
@@ -234,19 +346,25 @@ class CloudinaryService(CloudStorageService):
         timestamp = int(time.time())
         # Exactly what the client sends, minus file/cloud_name/resource_type/api_key (the
         # SDK's uploader leaves those out of the signature too). public_id carries the full
-        # path, so no `folder` is sent. overwrite=false (signed, so a client cannot drop it):
-        # Cloudinary overwrites by default and accepts signed parameters for an hour, so without
-        # it the same fields could replace a verified upload after confirm. With it, a second
-        # upload to this public_id gets the existing asset back ("existing": true) unchanged.
+        # path, so no `folder` is sent. Every parameter is signed, so a client can drop none:
+        # - overwrite=false: Cloudinary overwrites by default and accepts signed parameters for
+        #   an hour, so without it the same fields could replace a verified upload after
+        #   confirm. With it, a second upload to this public_id gets the existing asset back
+        #   ("existing": true) unchanged.
+        # - type=authenticated: no public delivery URL; downloads go through `download_url`.
+        # - allowed_formats: the declared type's format; Cloudinary refuses other bytes.
         params: dict[str, str] = {
             "timestamp": str(timestamp),
             "public_id": ref.key,
             "overwrite": "false",
+            "type": DELIVERY_TYPE,
         }
+        allowed = allowed_formats_for(ref.content_type)
+        if allowed:
+            params["allowed_formats"] = allowed
         if notification_url:
             params["notification_url"] = notification_url
         fields = {**params, "api_key": self.cfg.api_key, "signature": self.sign(params)}
-        lifetime = max(1, min(int(expires_in), SIGNED_PARAMS_LIFETIME))
         return UploadInstructions(
             method="POST",
             url=(
@@ -255,7 +373,9 @@ class CloudinaryService(CloudStorageService):
             ),
             fields=fields,
             headers={},
-            expires_at=datetime.fromtimestamp(timestamp + lifetime, tz=UTC),
+            # When Cloudinary really stops accepting these fields, whatever `expires_in` asked:
+            # the row's expiry (cleanup, the follow-up check after a delete) relies on it.
+            expires_at=datetime.fromtimestamp(timestamp + SIGNED_PARAMS_LIFETIME, tz=UTC),
         )
 
     def verify_confirmation(self, ref: ObjectRef, payload: Mapping[str, Any]) -> ObjectRef:
@@ -314,7 +434,7 @@ class CloudinaryService(CloudStorageService):
     def inspect(self, ref: ObjectRef) -> StoredObject:
         # The version in the URL names this upload exactly, so no CDN copy of an earlier
         # answer (a cached 404 before the upload landed) can be served for it.
-        url = self.delivery_url(ref)
+        url = self.delivery_url(ref, signed=True)
         response, _ = self._cdn_request("HEAD", url, {})
         if response.status_code == 404:
             return StoredObject(key=ref.key, exists=False)
@@ -332,6 +452,9 @@ class CloudinaryService(CloudStorageService):
                 details={"provider": self.name, "operation": f"delivery {response.request.method}"},
             )
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        # `url` is recorded in the row's metadata (shown to the owner): the unsigned location,
+        # which Cloudinary refuses for an authenticated asset, never the signed URL we read.
+        url = self.delivery_url(ref)
         return StoredObject(
             key=ref.key,
             exists=True,
@@ -346,7 +469,7 @@ class CloudinaryService(CloudStorageService):
     def read_first_bytes(self, ref: ObjectRef, length: int) -> tuple[StoredObject, bytes | None]:
         # One ranged GET on the delivery URL of the original: the headers (Content-Range with
         # the full size, Content-Type, ETag) describe exactly the bytes it returns.
-        url = self.delivery_url(ref)
+        url = self.delivery_url(ref, signed=True)
         response, data = self._cdn_request(
             "GET", url, {"Range": first_bytes_range(length)}, read=length
         )
@@ -378,7 +501,7 @@ class CloudinaryService(CloudStorageService):
                     cloudinary.api.delete_resources,
                     public_ids,
                     resource_type=resource_type,
-                    type="upload",
+                    type=DELIVERY_TYPE,
                     **self._api_options,
                 )
             outcome = answer.get("deleted") or {}
@@ -397,7 +520,7 @@ class CloudinaryService(CloudStorageService):
         resource_type, cursor = _decode_token(page_token) if page_token else ("image", "")
         options: dict[str, Any] = {
             "resource_type": resource_type,
-            "type": "upload",
+            "type": DELIVERY_TYPE,
             "prefix": prefix,
             "max_results": max(1, min(page_size, 500)),
         }
@@ -431,9 +554,25 @@ class CloudinaryService(CloudStorageService):
         return ObjectPage(objects=objects, next_token=next_token)
 
     def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
-        # A signed delivery URL (type upload) does not expire by itself; time-limited URLs
-        # need Cloudinary's token-based authentication (a premium feature).
-        return self.delivery_url(ref, signed=True)
+        """The SDK's private download URL (signed, refused by Cloudinary after `expires_at`);
+        active content (HTML, SVG ...) comes as an attachment. Built locally, no API call.
+        https://cloudinary.com/documentation/control_access_to_media"""
+        with self._calling("download_url (private_download_url)", network=False) as run:
+            url = run(
+                cloudinary.utils.private_download_url,
+                ref.key,
+                "",
+                resource_type=resource_type_for(ref.content_type),
+                type=DELIVERY_TYPE,
+                expires_at=int(time.time()) + max(1, int(expires_in)),
+                attachment=is_active_content(ref.content_type),
+                cloud_name=self.cfg.cloud_name,
+                api_key=self.cfg.api_key,
+                api_secret=self.cfg.api_secret,
+                signature_algorithm=self.cfg.signature_algorithm,
+                upload_prefix=self.cfg.api_base,
+            )
+        return str(url)
 
     def probe(self) -> ProbeResult:
         started = time.perf_counter()

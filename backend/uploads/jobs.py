@@ -16,6 +16,14 @@ from django.db import transaction
 QUEUE = "default"
 #: `tasks.delete_upload(upload_id)`: delete one upload's object at its provider.
 DELETE_UPLOAD = "delete_upload"
+#: `tasks.recheck_deleted(upload_id)`: once a deleted upload's instructions are dead, remove an
+#: object they recreated after the delete (sent by the `recheck_deleted_uploads` sweep).
+RECHECK_DELETED = "recheck_deleted"
+
+
+def enqueue_recheck(upload_id: object) -> None:
+    """Check a deleted upload's key again, in the background (after the current transaction)."""
+    transaction.on_commit(lambda: send(RECHECK_DELETED, str(upload_id)))
 
 
 def enqueue_delete(upload_id: uuid.UUID) -> None:

@@ -98,12 +98,13 @@ def build_key(
 
     The name loses its extension where the provider's key rule says so
     (`capabilities.keeps_extension`: Cloudinary adds the format to image and video public_ids
-    itself, and serves raw files under the public_id as is).
+    itself, and serves raw files with the type of the public_id's extension) and gets the one
+    the declared type maps to instead (`capabilities.key_extension`), never the client's.
     """
     name = key_safe_name(display_name)
     if not capabilities.keeps_extension(content_type):
         stem, _ext = split_extension(name)
-        name = stem
+        name = stem + capabilities.key_extension(content_type)
     prefix = settings.UPLOAD_KEY_PREFIX
     parts = [prefix] if prefix else []
     parts += [str(owner_id), upload_id.hex, name]

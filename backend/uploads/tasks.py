@@ -38,6 +38,8 @@ CLEANUP_MAX_RETRIES = 3
 # message fail and retry, never a worker thread hang. Provider calls one message makes:
 #: delete_upload: abort an unfinished multipart upload, then delete the object.
 DELETE_PROVIDER_CALLS = 2
+#: recheck_deleted: look for the object, delete it.
+RECHECK_PROVIDER_CALLS = 2
 #: The batch jobs make one call per batch (S3 1000 keys, Cloudinary 100) and stop a provider at
 #: its first failure; their limit leaves room for at least this many batches per provider (a
 #: run cut short by its limit leaves the rest to the next run).
@@ -81,6 +83,36 @@ def delete_upload(upload_id: str) -> None:
     except NotFound:
         # The row is gone (owner deleted, cascade): nothing left to do.
         logger.info("delete_upload: upload %s no longer exists", upload_id)
+
+
+@dramatiq.actor(
+    # Sent by name (backend.uploads.jobs) by the sweep below.
+    actor_name=jobs.RECHECK_DELETED,
+    queue_name=QUEUE,
+    max_retries=DELETE_MAX_RETRIES,
+    retry_when=_retry_transient(DELETE_MAX_RETRIES),
+    min_backoff=10_000,
+    max_backoff=30 * 60_000,
+    time_limit=time_limit_ms(RECHECK_PROVIDER_CALLS, 120),
+)
+def recheck_deleted(upload_id: str) -> None:
+    """After a delete: remove an object the upload's still-valid instructions recreated."""
+    try:
+        services.recheck_deleted(upload_id)
+    except NotFound:
+        logger.info("recheck_deleted: upload %s no longer exists", upload_id)
+
+
+@dramatiq.actor(queue_name=QUEUE, max_retries=0, time_limit=60_000)
+def recheck_deleted_uploads() -> None:
+    """The sweep (cron): one `recheck_deleted` job per deleted upload whose instructions died
+    since its delete. A periodic query over the (status, expires_at) index, rather than a
+    message delayed by an hour, survives worker restarts and a flushed broker."""
+    due = services.rechecks_due()
+    for upload_id in due:
+        jobs.enqueue_recheck(upload_id)
+    if due:
+        logger.info("recheck_deleted_uploads: %d uploads to check", len(due))
 
 
 @dramatiq.actor(
@@ -128,3 +160,4 @@ def _schedule(name: str, actor: Any) -> None:
 
 _schedule("expire_orphans", expire_orphans)
 _schedule("reconcile", reconcile_providers)
+_schedule("recheck_deleted", recheck_deleted_uploads)

@@ -85,6 +85,8 @@ def test_presign_fields_are_exactly_the_signed_params() -> None:
         "overwrite": "false",
         "public_id": ref.key,
         "timestamp": timestamp,
+        "type": "authenticated",
+        "allowed_formats": "jpg",
     }
     string_to_sign = "&".join(f"{k}={v}" for k, v in sorted(signed.items()))
 
@@ -95,10 +97,11 @@ def test_presign_fields_are_exactly_the_signed_params() -> None:
         "signature": hashlib.sha1((string_to_sign + "very-secret-value").encode()).hexdigest(),
     }
     assert "very-secret-value" not in json.dumps(instructions.as_dict())
-    assert instructions.expires_at == datetime(2030, 1, 1, 0, 15, tzinfo=UTC)
+    # Cloudinary honours signed parameters for an hour, whatever expires_in asked for.
+    assert instructions.expires_at == datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
 
 
-def test_presign_expiry_capped_at_one_hour_and_no_notification_url() -> None:
+def test_presign_expiry_is_the_signature_lifetime_and_no_notification_url() -> None:
     with freeze_time("2030-01-01T00:00:00Z"):
         instructions = service_with().presign_upload(
             ObjectRef("uploads/1/a/doc.pdf", "application/pdf"),
@@ -108,10 +111,12 @@ def test_presign_expiry_capped_at_one_hour_and_no_notification_url() -> None:
         )
     assert instructions.expires_at == datetime(2030, 1, 1, 1, 0, tzinfo=UTC)
     assert instructions.url.endswith("/raw/upload")
+    # Raw: no allowed_formats (the format is the public_id's extension, which we choose).
     assert set(instructions.fields) == {
         "timestamp",
         "public_id",
         "overwrite",
+        "type",
         "api_key",
         "signature",
     }
@@ -272,9 +277,11 @@ def test_inspect_and_read_head_use_delivery_urls_not_the_admin_api(cloudinary_st
     stored = cloudinary_standin.service.inspect(verified)
     head = cloudinary_standin.service.read_head(verified, 5)
 
+    # The unsigned location (refused for an authenticated asset), never a signed URL.
     assert stored.url == (
-        f"{cloudinary_standin.url}/{CLOUDINARY_TEST_CLOUD}/raw/upload/v{version}/{ref.key}"
+        f"{cloudinary_standin.url}/{CLOUDINARY_TEST_CLOUD}/raw/authenticated/v{version}/{ref.key}"
     )
+    assert requests.get(stored.url, timeout=5).status_code == 401
     assert (stored.size, stored.content_type, stored.version) == (11, "text/plain", str(version))
     assert head == b"hello"
     assert cloudinary_standin.standin.admin_calls == []
@@ -290,7 +297,7 @@ def test_sizes_are_of_the_stored_bytes_even_when_the_cdn_compresses_text(
     version = upload(cloudinary_standin, ref, text).json()["version"]
     verified = ObjectRef(ref.key, ref.content_type, version=str(version))
     compressed = requests.get(
-        cloudinary_standin.service.delivery_url(verified),
+        cloudinary_standin.service.delivery_url(verified, signed=True),
         headers={"Accept-Encoding": "gzip"},
         stream=True,
         timeout=5,

@@ -128,7 +128,10 @@ def test_presign_shape(harness: Harness) -> None:
     # The server-chosen key is pinned in what the client must send.
     assert ref.key in instructions.fields.values()
     assert before + timedelta(seconds=590) <= instructions.expires_at
-    assert instructions.expires_at <= before + timedelta(seconds=601)
+    # expires_at is when the provider really stops accepting the instructions: what was asked
+    # (S3 presigns for exactly that), or Cloudinary's fixed hour for signed parameters.
+    lifetime = 3600 if harness.service.name == "cloudinary" else 600
+    assert instructions.expires_at <= before + timedelta(seconds=lifetime + 1)
     dumped = repr(instructions.as_dict())
     assert not any(secret in dumped for secret in SECRETS)
 

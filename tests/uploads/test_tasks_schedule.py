@@ -24,6 +24,8 @@ def test_jobs_are_registered_with_the_scheduler_in_this_process() -> None:
     assert str(jobs["expire_orphans"].trigger.fields) == str(expected.fields)
     expected = CronTrigger.from_crontab(settings.UPLOAD_SCHEDULES["reconcile"])
     assert str(jobs["reconcile_providers"].trigger.fields) == str(expected.fields)
+    expected = CronTrigger.from_crontab(settings.UPLOAD_SCHEDULES["recheck_deleted"])
+    assert str(jobs["recheck_deleted_uploads"].trigger.fields) == str(expected.fields)
     # The scheduler sends the actor itself.
     assert jobs["expire_orphans"].func == tasks.expire_orphans.send
 

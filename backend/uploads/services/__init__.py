@@ -7,6 +7,10 @@ racing on one row can never both win):
     pending --mismatch-----> failed   (object deleted at the provider)
     pending --cleanup claim-> expiring -> expired       (backend.uploads.cleanup)
 
+A `deleted` row never leaves that state: once the upload's instructions are dead
+(`expires_at` + a margin), a periodic sweep (`rechecks_due`) sends `recheck_deleted`, which
+removes any object they recreated meanwhile.
+
 One module per concern: `create` (policy, quotas, key, instructions), `finalise` (confirm, the
 one verified finalise path), `delete` (on request, at the provider, reported by the provider),
 `reverify` (an uploaded object written again), `multipart` (large files in parts). Reads are
@@ -25,6 +29,8 @@ from backend.uploads.services.create import (
 from backend.uploads.services.delete import (
     delete_at_provider,
     mark_deleted_by_provider,
+    recheck_deleted,
+    rechecks_due,
     request_delete,
 )
 from backend.uploads.services.finalise import (
@@ -49,6 +55,8 @@ __all__ = [
     "new_key",
     "notification_url_for",
     "raise_for_state",
+    "recheck_deleted",
+    "rechecks_due",
     "request_delete",
     "reverify_uploaded",
     "validate_new_upload",

@@ -4,9 +4,12 @@ reports it. Every transition is a conditional UPDATE on the row's current status
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from backend.core.errors import ProviderUnavailable, StorageUnavailable
@@ -20,6 +23,82 @@ from backend.uploads.sequencer import sequencer_is_newer
 logger = logging.getLogger(__name__)
 
 _DELETABLE = (UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.FAILED)
+
+
+#: How far back the sweep looks for deleted rows not checked yet (a scheduler that was down
+#: catches up; beyond this the daily reconciliation removes what no live row accounts for).
+RECHECK_LOOKBACK = timedelta(days=1)
+
+
+def credentials_dead_at(row: MediaUpload) -> datetime:
+    """When no upload instruction we issued for this row can write its key any more:
+    `expires_at` is when the provider stops accepting them (Cloudinary: the signature's hour),
+    plus a margin for clock skew and a request still in flight."""
+    return row.expires_at + timedelta(seconds=settings.UPLOAD_RECHECK_MARGIN_SECONDS)
+
+
+def _must_be_gone_q() -> Q:
+    return Q(status=UploadStatus.DELETED) | Q(
+        status=UploadStatus.FAILED, metadata__object_deleted=True
+    )
+
+
+def rechecks_due(*, now: datetime | None = None, limit: int = 1000) -> list[str]:
+    """Ids of rows whose object was deleted while their instructions still worked, now that
+    those are dead and no check has run yet (`metadata.rechecked_at`): the periodic sweep sends
+    one `recheck_deleted` job for each. A range scan of the (status, expires_at) index."""
+    now = now or timezone.now()
+    dead_before = now - timedelta(seconds=settings.UPLOAD_RECHECK_MARGIN_SECONDS)
+    rows = (
+        MediaUpload.objects.filter(
+            _must_be_gone_q(),
+            expires_at__lte=dead_before,
+            expires_at__gt=dead_before - RECHECK_LOOKBACK,
+        )
+        .exclude(metadata__has_key="rechecked_at")
+        .order_by("expires_at")
+        .values_list("id", flat=True)[:limit]
+    )
+    return [str(pk) for pk in rows]
+
+
+def recheck_deleted(upload_id: object) -> MediaUpload:
+    """The follow-up after a delete: remove an object recreated under a deleted (or failed and
+    deleted) row's key by instructions issued before it (Cloudinary honours signed parameters
+    for an hour, and once the asset is gone overwrite=false no longer stops them). The row never
+    changes status: a deleted upload never comes back. Once the instructions are dead the check
+    is recorded (`metadata.rechecked_at`) and not repeated; run earlier, it checks and leaves the
+    row for the sweep. Raises ProviderUnavailable so the job retries."""
+    row = get_upload(upload_id)
+    if not MediaUpload.objects.filter(_must_be_gone_q(), pk=row.pk).exists():
+        return row
+    try:
+        service = CloudStorageFactory.for_upload(row)
+    except StorageUnavailable as exc:
+        raise ProviderUnavailable(
+            f"Provider {row.provider} is not configured; cannot check yet.", retry_after=300
+        ) from exc
+    started = timezone.now()
+    # Any version: a recreated object has a new one. One delivery read, no listing call.
+    ref = ObjectRef(key=row.key, content_type=row.content_type)
+    changes: dict[str, Any] = {}
+    if service.inspect(ref).exists:
+        result = service.delete_many([ref])
+        if ref.key not in result.deleted:
+            raise ProviderUnavailable(
+                f"The provider did not delete the object: {result.failed.get(ref.key, 'unknown')}"
+            )
+        logger.warning(
+            "upload %s: an object recreated at %s after the delete was removed", row.id, row.key
+        )
+        changes["recreated_removed_at"] = timezone.now().isoformat()
+    if credentials_dead_at(row) <= started:
+        changes["rechecked_at"] = started.isoformat()
+    if changes:
+        # Only metadata: the status stays what it is (deleted, or failed).
+        row.metadata = row.metadata_with(**changes)
+        MediaUpload.objects.filter(pk=row.pk).update(metadata=row.metadata)
+    return row
 
 
 def request_delete(*, owner: Any, upload_id: object) -> MediaUpload:
