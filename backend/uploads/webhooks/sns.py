@@ -5,8 +5,14 @@ https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html
 Every check that needs no network runs first (fields, signature version, certificate URL and
 name, topic allow-list, certificate region = topic region, timestamp); only a message that passes
 them all can make us fetch a signing certificate, only from an https URL on an SNS host, and a URL
-that failed is not fetched again for a while. Subscriptions are confirmed through the SNS API
-with the token (`ConfirmSubscription`), never by fetching the `SubscribeURL` the message names.
+that failed is not fetched again for a while. Fetches are limited in the shared cache (Redis in
+production, so across processes): one per certificate URL per cool-down
+(`SNS_CERT_FETCH_COOLDOWN_SECONDS`, an atomic add = SET NX with a TTL) and at most
+`SNS_CERT_FETCHES_PER_MINUTE` in all (an atomic increment of a per-minute counter that expires):
+forged messages naming ever new certificate files cost at most that many outbound requests.
+Each fetch goes through `provider_call` (deadline, concurrency limit, breaker). Subscriptions
+are confirmed through the SNS API with the token (`ConfirmSubscription`), never by fetching the
+`SubscribeURL` the message names.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,13 +43,16 @@ from django.core.cache import cache
 
 from backend.core.errors import ProviderUnavailable
 from backend.storage import resilience
-from backend.storage.calls import provider_call
+from backend.storage.calls import CallFault, provider_call
 from backend.storage.s3 import aws_fault
 
 logger = logging.getLogger(__name__)
 
 #: The name SNS calls go by in `provider_call` (logs, errors, per-service hooks).
 SNS = "sns"
+#: Certificate fetches have their own guard: a certificate host that is slow or down must not
+#: open the breaker of the SNS API calls (ConfirmSubscription), nor the other way round.
+SNS_CERTIFICATES = "sns-certificates"
 _TRANSIENT_CODES = frozenset({"Throttling", "ThrottlingException", "InternalError"})
 
 NOTIFICATION = "Notification"
@@ -163,28 +173,46 @@ def _check_cert_region(cert_url: str, topic_arn: str) -> None:
 # --- certificate fetch and cache ------------------------------------------------------------------
 
 
+def _certificate_fault(exc: BaseException) -> CallFault | None:
+    """What a certificate download error means for `provider_call`: network errors are
+    outages; our own verdicts (SnsVerificationError) propagate unchanged."""
+    if isinstance(exc, requests.RequestException):
+        return CallFault(type(exc).__name__, f"certificate fetch failed: {type(exc).__name__}")
+    return None
+
+
+def _download_certificate(url: str) -> bytes:
+    with requests.get(url, timeout=CERT_FETCH_TIMEOUT, allow_redirects=False, stream=True) as r:
+        if 400 <= r.status_code < 500:
+            # The SNS host itself says there is no such certificate: not SNS's message,
+            # and no retry will change that (answer 4xx, not 503).
+            raise SnsVerificationError(
+                f"The SNS host refused the signing certificate URL (HTTP {r.status_code})"
+            )
+        if r.status_code != 200:
+            raise CertificateUnavailable(
+                f"Fetching the SNS signing certificate answered HTTP {r.status_code}."
+            )
+        return bytes(r.raw.read(CERT_MAX_BYTES + 1, decode_content=True))
+
+
 def fetch_certificate(url: str) -> bytes:
-    """Download a signing certificate (TLS-verified, no redirects, bounded time and size)."""
+    """Download a signing certificate (TLS-verified, no redirects, bounded size), inside
+    `provider_call`: the provider deadline bounds the whole download, body included."""
     try:
-        with requests.get(url, timeout=CERT_FETCH_TIMEOUT, allow_redirects=False, stream=True) as r:
-            if 400 <= r.status_code < 500:
-                # The SNS host itself says there is no such certificate: not SNS's message,
-                # and no retry will change that (answer 4xx, not 503).
-                raise SnsVerificationError(
-                    f"The SNS host refused the signing certificate URL (HTTP {r.status_code})"
-                )
-            if r.status_code != 200:
-                raise CertificateUnavailable(
-                    f"Fetching the SNS signing certificate answered HTTP {r.status_code}."
-                )
-            body = r.raw.read(CERT_MAX_BYTES + 1, decode_content=True)
-    except requests.RequestException as exc:
+        with provider_call(
+            SNS_CERTIFICATES, "fetch signing certificate", _certificate_fault, display_name="SNS"
+        ) as run:
+            body: bytes = run(_download_certificate, url)
+    except CertificateUnavailable:
+        raise
+    except ProviderUnavailable as exc:
         raise CertificateUnavailable(
-            f"The SNS signing certificate could not be fetched ({type(exc).__name__})."
+            "The SNS signing certificate could not be fetched.", retry_after=exc.retry_after
         ) from exc
     if len(body) > CERT_MAX_BYTES:
         raise SnsVerificationError("The signing certificate is implausibly large")
-    return bytes(body)
+    return body
 
 
 #: Replaced in tests by a fake; production fetches over HTTPS.
@@ -197,6 +225,42 @@ def _cert_cache_key(url: str) -> str:
 
 def _cert_failure_key(url: str) -> str:
     return "webhooks:sns:certfail:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+def _cert_cooldown_key(url: str) -> str:
+    return "webhooks:sns:certfetch:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+def _fetches_key(minute: int) -> str:
+    return f"webhooks:sns:certfetches:{minute}"
+
+
+def _claim_fetch(url: str) -> None:
+    """Allow one fetch of `url` now, or raise CertificateUnavailable (answered 503: SNS delivers
+    a genuine message again later). Both limits live in the shared cache, so they hold across
+    processes: `add` is atomic (SET NX with a TTL in Redis), `incr` too (INCR)."""
+    cooldown = max(1, settings.SNS_CERT_FETCH_COOLDOWN_SECONDS)
+    if not cache.add(_cert_cooldown_key(url), 1, cooldown):
+        raise CertificateUnavailable(
+            "This signing certificate was fetched moments ago; not fetched again yet.",
+            retry_after=cooldown,
+        )
+    now = time.time()
+    counter = _fetches_key(int(now // 60))
+    cache.add(counter, 0, 120)  # expires on its own once its minute is over
+    try:
+        count = cache.incr(counter)
+    except ValueError:  # expired between add and incr
+        cache.add(counter, 1, 120)
+        count = 1
+    if count > max(0, settings.SNS_CERT_FETCHES_PER_MINUTE):
+        # Not this URL's fault: it may be fetched as soon as the minute is over.
+        cache.delete(_cert_cooldown_key(url))
+        logger.warning("SNS certificate fetch refused: more than %d this minute", count - 1)
+        raise CertificateUnavailable(
+            "Too many signing certificates fetched this minute; not fetched now.",
+            retry_after=max(1, 60 - int(now % 60)),
+        )
 
 
 def _remember_failure(url: str, kind: str, reason: str, seconds: int) -> None:
@@ -223,6 +287,7 @@ def load_certificate(url: str, fetcher: CertificateFetcher | None = None) -> x50
     fetched = False
     if not isinstance(pem, bytes):
         _raise_remembered_failure(url)
+        _claim_fetch(url)
         try:
             pem = (fetcher or certificate_fetcher)(url)
         except SnsVerificationError as exc:
