@@ -75,7 +75,7 @@ def _uploaded(handle: Any, owner: Any, data: bytes) -> tuple[MediaUpload, Any]:
 
 @pytest.mark.django_db
 def test_svg_bytes_for_image_png_are_refused_at_upload(cloudinary_standin, owner) -> None:
-    row, instructions = _create(owner, "pic.png", "image/png", len(SVG))
+    _row, instructions = _create(owner, "pic.png", "image/png", len(SVG))
     assert instructions.fields["allowed_formats"] == "png"
 
     answer = _post(instructions, SVG, "pic.png", "image/png")
