@@ -565,7 +565,8 @@ class CloudinaryService(CloudStorageService):
                 resource_type=resource_type_for(ref.content_type),
                 type=DELIVERY_TYPE,
                 expires_at=int(time.time()) + max(1, int(expires_in)),
-                attachment=is_active_content(ref.content_type),
+                # Left out (not "0") unless wanted: inline is Cloudinary's default.
+                attachment=True if is_active_content(ref.content_type) else None,
                 cloud_name=self.cfg.cloud_name,
                 api_key=self.cfg.api_key,
                 api_secret=self.cfg.api_secret,

@@ -7,6 +7,7 @@ import hashlib
 import json
 import time
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl, urlsplit
 
 import cloudinary
 import pytest
@@ -442,3 +443,45 @@ def test_cloudinary_resource_type() -> None:
     assert resource_type_for("application/pdf") == "raw"
     assert resource_type_for("video/mp4") == "video"
     assert resource_type_for("text/plain") == "raw"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "allowed"),
+    [
+        ("image/png", "png"),
+        ("image/jpeg", "jpg"),
+        ("IMAGE/PNG; charset=binary", "png"),
+        ("image/svg+xml", "svg"),
+        ("video/mp4", "mp4"),
+        ("audio/mpeg", "mp3"),
+        # Not listed: its own subtype, so another format is still refused.
+        ("image/x-portable-pixmap", "portable-pixmap"),
+        # Raw: the format is the public_id's extension, which we choose.
+        ("text/plain", ""),
+        ("application/pdf", ""),
+    ],
+)
+def test_allowed_formats_follow_the_declared_type(content_type: str, allowed: str) -> None:
+    from backend.storage.cloudinary import allowed_formats_for
+
+    assert allowed_formats_for(content_type) == allowed
+    fields = (
+        service_with()
+        .presign_upload(ObjectRef("uploads/1/a/x", content_type), size=1, max_size=1, expires_in=60)
+        .fields
+    )
+    assert fields.get("allowed_formats", "") == allowed
+    assert fields["type"] == "authenticated"
+
+
+def test_download_url_is_the_private_download_url_with_an_expiry() -> None:
+    with freeze_time("2030-01-01T00:00:00Z"):
+        url = service_with().download_url(
+            ObjectRef("uploads/1/a/pic", "image/png", version="5"), expires_in=300
+        )
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert url.startswith("https://api.cloudinary.com/v1_1/demo/image/download?")
+    assert query["expires_at"] == str(int(datetime(2030, 1, 1, 0, 5, tzinfo=UTC).timestamp()))
+    assert query["type"] == "authenticated" and query["public_id"] == "uploads/1/a/pic"
+    assert "attachment" not in query  # an image is shown inline
+    assert query["signature"] and "secret" not in url

@@ -85,11 +85,30 @@ def test_build_key_s3_and_cloudinary() -> None:
         keys.build_key(**common, content_type="image/jpeg", capabilities=CLOUDINARY)
         == f"uploads/42/{hexid}/My-Photo"
     )
-    # ... while raw files keep their extension.
+    # ... while raw files get the declared type's extension, never the client's: Cloudinary
+    # serves a raw file with the type its public_id's extension names.
     raw = {**common, "display_name": "notes.txt"}
     assert (
         keys.build_key(**raw, content_type="text/plain", capabilities=CLOUDINARY)
         == f"uploads/42/{hexid}/notes.txt"
+    )
+    page = {**common, "display_name": "page.html"}
+    assert (
+        keys.build_key(**page, content_type="text/plain", capabilities=CLOUDINARY)
+        == f"uploads/42/{hexid}/page.txt"
+    )
+    assert (
+        keys.build_key(**page, content_type="application/octet-stream", capabilities=CLOUDINARY)
+        == f"uploads/42/{hexid}/page"
+    )
+    assert (
+        keys.build_key(**page, content_type="text/html", capabilities=CLOUDINARY)
+        == f"uploads/42/{hexid}/page"
+    )
+    # S3 sets the Content-Type itself, so its keys keep the name as given.
+    assert (
+        keys.build_key(**page, content_type="text/plain", capabilities=S3)
+        == f"uploads/42/{hexid}/page.html"
     )
 
 
