@@ -439,10 +439,10 @@ class CloudinaryService(CloudStorageService):
         if response.status_code == 404:
             return StoredObject(key=ref.key, exists=False)
         size = full_size(None, response.headers.get("Content-Length"))
-        return self._stored_from(ref, url, response, size)
+        return self._stored_from(ref, response, size)
 
     def _stored_from(
-        self, ref: ObjectRef, url: str, response: requests.Response, size: int | None
+        self, ref: ObjectRef, response: requests.Response, size: int | None
     ) -> StoredObject:
         """The StoredObject a delivery HEAD/GET answer describes (`size` from whichever header
         carries the full length)."""
@@ -452,9 +452,6 @@ class CloudinaryService(CloudStorageService):
                 details={"provider": self.name, "operation": f"delivery {response.request.method}"},
             )
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        # `url` is recorded in the row's metadata (shown to the owner): the unsigned location,
-        # which Cloudinary refuses for an authenticated asset, never the signed URL we read.
-        url = self.delivery_url(ref)
         return StoredObject(
             key=ref.key,
             exists=True,
@@ -462,7 +459,9 @@ class CloudinaryService(CloudStorageService):
             content_type=content_type or None,
             etag=response.headers.get("ETag", "").strip('"') or None,
             version=ref.version,
-            url=url,
+            # Recorded in the row's metadata (shown to the owner): the unsigned location, which
+            # Cloudinary refuses for an authenticated asset, never the signed URL we read with.
+            url=self.delivery_url(ref),
             extra={"resource_type": resource_type_for(ref.content_type)},
         )
 
@@ -480,7 +479,7 @@ class CloudinaryService(CloudStorageService):
         size = full_size(
             response.headers.get("Content-Range"), response.headers.get("Content-Length")
         )
-        return self._stored_from(ref, url, response, size), data
+        return self._stored_from(ref, response, size), data
 
     # --- deletes ---------------------------------------------------------------------------
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
