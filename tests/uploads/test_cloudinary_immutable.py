@@ -9,6 +9,7 @@ download URL (devtools/cloudinary_standin, tests/devtools/test_cloudinary_standi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,14 +18,13 @@ from typing import Any
 import dramatiq
 import pytest
 import requests
+from django.test import Client
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
 from backend.storage.base import ObjectRef
 from backend.uploads import selectors, services, tasks
 from backend.uploads.models import MediaUpload, UploadStatus
-from backend.uploads.webhooks.cloudinary import parse_cloudinary_notification
-from backend.uploads.webhooks.events import apply_event
 from tests.fixtures.providers import use_provider
 from tests.uploads.test_api_support import HTML, png_bytes
 
@@ -117,9 +117,13 @@ def test_expires_at_is_when_cloudinary_stops_honouring_the_signature(
 
 @pytest.mark.django_db(transaction=True)
 def test_delete_then_repost_the_recreated_asset_is_removed_and_the_row_stays_deleted(
-    cloudinary_standin, owner, broker: StubBroker, worker: dramatiq.Worker
+    cloudinary_standin, owner, broker: StubBroker, worker: dramatiq.Worker, settings: Any
 ) -> None:
+    # A notification URL is signed into the instructions; the stand-in records each signed
+    # notification it sends (nothing listens there: this test delivers it itself, below).
+    settings.PUBLIC_BASE_URL = "http://127.0.0.1:9"
     row, instructions = _uploaded(cloudinary_standin, owner, png_bytes(256))
+    assert "notification_url" in instructions.fields
     services.request_delete(owner=owner, upload_id=row.id)
     broker.join(tasks.QUEUE, timeout=10_000)  # the delete job
     worker.join()
@@ -131,12 +135,19 @@ def test_delete_then_repost_the_recreated_asset_is_removed_and_the_row_stays_del
     replayed = _post(instructions, png_bytes(300), "other.png", "image/png")
     assert replayed.status_code == 200
     assert ("image", row.key) in cloudinary_standin.objects
-    # Its upload notification does not bring the row back.
-    asset = cloudinary_standin.standin.find("image", row.key, "authenticated")
-    notification = {**cloudinary_standin.standin.describe(asset), "notification_type": "upload"}
-    [event] = parse_cloudinary_notification(notification)
-    outcome = apply_event(event)
-    assert outcome.result == "ignored"
+    # Its signed upload notification, delivered to our webhook, does not bring the row back.
+    note = cloudinary_standin.standin.notifications[-1]
+    assert json.loads(note.body)["version"] == replayed.json()["version"]
+    delivered = Client().post(
+        "/api/v1/webhooks/cloudinary/",
+        data=note.body,
+        content_type="application/json",
+        HTTP_X_CLD_TIMESTAMP=note.timestamp,
+        HTTP_X_CLD_SIGNATURE=note.signature,
+    )
+    assert delivered.status_code == 200, delivered.content
+    [result] = delivered.json()["results"]
+    assert (result["result"], result["upload_id"]) == ("ignored", str(row.id))
     assert MediaUpload.objects.get(pk=row.pk).status == UploadStatus.DELETED
 
     # Not due while the signature lives: the sweep leaves the row alone.
