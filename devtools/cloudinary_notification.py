@@ -50,13 +50,15 @@ def sample_payload(kind: str, public_id: str, version: int | None) -> dict[str, 
     if kind == "delete":
         return {
             "notification_type": "delete",
-            "resources": [{"resource_type": "image", "type": "upload", "public_id": public_id}],
+            "resources": [
+                {"resource_type": "image", "type": "authenticated", "public_id": public_id}
+            ],
         }
     return {
         "notification_type": "upload",
         "public_id": public_id,
         "version": version or int(time.time()),
-        "type": "upload",
+        "type": "authenticated",
     }
 
 
