@@ -42,3 +42,34 @@ preload_app = os.environ.get("GUNICORN_PRELOAD", "1").strip() not in ("0", "fals
 # gunicorn's control socket lives at one fixed path per user; two servers on one machine (a
 # second instance, tests, benches) would fight over it. Nothing here uses it.
 control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip() in ("", "0")
+# The request id (X-Request-ID, set by backend.core.logs.RequestIdMiddleware) on every access line.
+access_log_format = os.environ.get("GUNICORN_ACCESS_LOG_FORMAT", "").strip() or (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms '
+    "request_id=%({x-request-id}o)s"
+)
+
+# --- Metrics across workers (prometheus-client multiprocess mode, backend/core/metrics.py) -----
+# Each worker writes its counters to files in this directory; /metrics adds them up. It must be
+# set before the app (and prometheus_client) is imported, which is why it is set here, and it
+# must be emptied when the server starts (files of an earlier run would be counted again).
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+if not _metrics_dir:
+    import tempfile
+
+    _metrics_dir = tempfile.mkdtemp(prefix="upload-broker-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def on_starting(server: object) -> None:
+    import glob
+
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+        os.remove(stale)
+
+
+def child_exit(server: object, worker: object) -> None:
+    # A dead worker's live gauges are dropped; its counters stay in the sum (they happened).
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -89,6 +89,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id (X-Request-ID) on every log line and on every response.
+    "backend.core.logs.RequestIdMiddleware",
     # A database or cache outage answers 503 + Retry-After (JSON under /api/), never a 500.
     "backend.core.middleware.DependencyErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -371,14 +373,51 @@ SNS_TOPIC_ARNS = _list("SNS_TOPIC_ARNS", [])
 SNS_CERT_FETCH_COOLDOWN_SECONDS = _int("SNS_CERT_FETCH_COOLDOWN_SECONDS", 30)
 SNS_CERT_FETCHES_PER_MINUTE = _int("SNS_CERT_FETCHES_PER_MINUTE", 10)
 
+# --- Observability: logs and metrics (backend/core/logs.py, backend/core/metrics.py) -----------
+# plain (one line of text) or json (one JSON object per line, python-json-logger). Both carry the
+# request id and the upload id (docs/operations.md "Logs").
+LOG_FORMAT = _str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "backend.core.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {
+            "format": "%(asctime)s %(levelname)s %(name)s "
+            "[request_id=%(request_id)s upload_id=%(upload_id)s] %(message)s"
+        },
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(upload_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            "timestamp": False,
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": _str("LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
+# GET /metrics (Prometheus text format) answers a scrape that sends
+# `Authorization: Bearer <METRICS_TOKEN>`, or comes from one of METRICS_ALLOWED_NETWORKS
+# (comma-separated CIDRs, matched against the socket address). Neither set: 403 to everyone.
+METRICS_TOKEN = _str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = _list("METRICS_ALLOWED_NETWORKS", [])
+try:
+    import ipaddress as _ipaddress
+
+    for _network in METRICS_ALLOWED_NETWORKS:
+        _ipaddress.ip_network(_network, strict=False)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_exc}") from None
+# --- end of observability settings -------------------------------------------------------------
 
 
 def _production_checks() -> None:

@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from backend.core import metrics
 from backend.core import views as core_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]
 
 # The API answers its JSON error shape even where Django, not DRF, produces the error.

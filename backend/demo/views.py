@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView, LogoutView
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from backend.core.errors import StorageUnavailable
+from backend.core.errors import NotFound, StorageUnavailable
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads.models import MediaUpload
-from backend.uploads.selectors import list_uploads_for_owner
+from backend.uploads.selectors import download_url_for, get_upload_for_owner, list_uploads_for_owner
 
 RECENT_UPLOADS_SHOWN = 50
 LOGIN_URL = "demo:login"
@@ -39,6 +40,8 @@ def index(request: HttpRequest) -> HttpResponse:
     context = {
         "uploads": _recent_uploads(request),
         "provider": _active_provider(),
+        # Where the active provider is switched (staff only; `make demo` prints an admin login).
+        "switch_url": reverse("admin:core_appconfig_changelist"),
     }
     return render(request, "demo/index.html", context)
 
@@ -47,6 +50,19 @@ def index(request: HttpRequest) -> HttpResponse:
 def uploads_fragment(request: HttpRequest) -> HttpResponse:
     """The uploads list alone, so the page can refresh it after `upload:done`."""
     return render(request, "demo/_uploads.html", {"uploads": _recent_uploads(request)})
+
+
+@login_required(login_url=LOGIN_URL)
+def download(request: HttpRequest, upload_id: str) -> HttpResponse:
+    """A fresh short-lived download URL for one of the user's uploaded files (a redirect)."""
+    try:
+        row = get_upload_for_owner(request.user, upload_id)
+    except NotFound:
+        raise Http404("No such upload.") from None
+    url = download_url_for(row)
+    if not url:
+        raise Http404("This upload has no file to download.")
+    return HttpResponseRedirect(url)
 
 
 class DemoLoginView(LoginView):

@@ -22,6 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
 from backend.core.models import AppConfig
+from backend.core.sizes import human_size
 from backend.storage import registry
 from backend.storage.config_service import CloudStorageConfigService, ProviderStatus
 from backend.storage.switching import activate_provider
@@ -112,10 +113,7 @@ def _upload_limit(provider: registry.StorageProvider) -> str:
 
 
 def _size(size: int) -> str:
-    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= factor:
-            return f"{size / factor:.3g} {unit}"
-    return f"{size} bytes"
+    return human_size(size)  # the unit system of the widget, the API and the demo page
 
 
 def _render_status(status: ProviderStatus) -> SafeString:

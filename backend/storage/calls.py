@@ -19,11 +19,13 @@ provider's circuit breaker. Signing is local: `network=False` yields a `run` tha
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from backend.core import metrics
 from backend.core.errors import ProviderUnavailable
 from backend.storage import resilience
 
@@ -71,7 +73,11 @@ def provider_call(
     display_name: str,
     network: bool = True,
 ) -> Iterator[Run]:
-    """Run one provider call; its SDK errors leave as ProviderUnavailable (see the module doc)."""
+    """Run one provider call; its SDK errors leave as ProviderUnavailable (see the module doc).
+
+    Network calls are timed (`upload_broker_provider_call_seconds`) and every failure that
+    leaves as ProviderUnavailable is counted (`upload_broker_provider_call_errors`)."""
+    started = time.perf_counter()
     try:
         if not network:
             yield _direct
@@ -80,6 +86,7 @@ def provider_call(
         with guard.calling(operation) as run:
             yield run
     except resilience.Refused as exc:
+        metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, exc.code).inc()
         # Every call is refused while a breaker is open: that is not news each time.
         level = logging.INFO if isinstance(exc, resilience.CircuitOpen) else logging.WARNING
         logger.log(level, "%s %s refused: %s", display_name, operation, exc)
@@ -88,16 +95,23 @@ def provider_call(
             details={"provider": provider, "operation": operation, "code": exc.code},
             retry_after=exc.retry_after,
         ) from exc
-    except ProviderUnavailable:
+    except ProviderUnavailable as exc:
         # Raised inside the call on purpose (e.g. a delivery URL answered 5xx): a failed call.
+        metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, exc.code).inc()
         raise
     except Exception as exc:
         fault = classify(exc)
         if fault is None:
             raise  # a value the caller handles (MultipartRejected, a bug ...), not an outage
+        metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, fault.code).inc()
         logger.warning("%s %s failed: %s", display_name, operation, fault.description)
         raise ProviderUnavailable(
             f"{display_name} {operation} is unavailable; retry later.",
             details={"provider": provider, "operation": operation, "code": fault.code},
             retry_after=fault.retry_after,
         ) from exc
+    finally:
+        if network:
+            metrics.PROVIDER_CALL_SECONDS.labels(provider, operation).observe(
+                time.perf_counter() - started
+            )

@@ -42,6 +42,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from backend.core import metrics
 from backend.core.errors import ServiceUnavailable
 from backend.storage import registry
 from backend.storage.base import CloudStorageService, ListedObject, MultipartSession, ObjectRef
@@ -105,6 +106,24 @@ class CleanupReport:
     @property
     def candidates(self) -> int:
         return sum(t.candidates for t in self.providers.values())
+
+    def count(self, job: str) -> None:
+        """Add an applied run's numbers to the cleanup metrics (a dry run changes nothing)."""
+        if self.dry_run:
+            return
+        for provider, t in self.providers.items():
+            metrics.CLEANUP_RUNS.labels(
+                job, provider, "skipped" if t.skipped_reason else "ran"
+            ).inc()
+            if t.deleted:
+                metrics.CLEANUP.labels(job, provider, "deleted").inc(t.deleted)
+            if t.failed:
+                metrics.CLEANUP.labels(job, provider, "failed").inc(t.failed)
+        if self.multipart_aborted:
+            for provider in self.providers:
+                metrics.CLEANUP.labels(job, provider, "multipart_aborted").inc(
+                    self.multipart_aborted
+                )
 
     def summary(self) -> str:
         parts = []
@@ -234,6 +253,7 @@ def expire_orphans(
             logger.warning("expire_orphans: skipping %s: %s", provider, exc.message)
             continue
         _expire_for_provider(report, provider, service, now, limit)
+    report.count("expire_orphans")
     return report
 
 
@@ -359,6 +379,7 @@ def reconcile(
         report.multipart_aborted = service.abort_stale_multipart_uploads(
             _prefix(), cutoff, keep=functools.partial(_owned_uploads, provider)
         )
+    report.count("reconcile")
     return report
 
 

@@ -22,6 +22,7 @@ from django.db import DatabaseError
 from dramatiq_crontab import cron
 
 from backend.core.errors import NotFound, ServiceUnavailable
+from backend.core.logs import upload_context
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import cleanup, jobs, services
 
@@ -79,7 +80,8 @@ def _retry_transient(max_retries: int) -> Any:
 def delete_upload(upload_id: str) -> None:
     """Delete one upload's object at the provider recorded on its row and mark it `deleted`."""
     try:
-        services.delete_at_provider(upload_id)
+        with upload_context(upload_id):
+            services.delete_at_provider(upload_id)
     except NotFound:
         # The row is gone (owner deleted, cascade): nothing left to do.
         logger.info("delete_upload: upload %s no longer exists", upload_id)

@@ -36,7 +36,7 @@ from backend.uploads.api.serializers import (
 VALIDATION = schema.error(
     "Invalid input: unknown fields, bad size, type not allowed, bad checksum.",
     "file_too_large",
-    "The file is 104857600 bytes; the largest accepted upload is 26214400 bytes.",
+    "The file is 100 MB; the largest accepted upload is 25 MB.",
     {"size": 104857600, "max_upload_size": 26214400},
 )
 

@@ -18,8 +18,11 @@ from django.db.models import Count, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
+from backend.core import metrics
 from backend.core.config import AppConfigSnapshot, get_app_config
 from backend.core.errors import ApplicationError, QuotaExceeded, ValidationFailed
+from backend.core.logs import bind_upload
+from backend.core.sizes import human_size
 from backend.storage.base import CloudStorageService, ObjectRef, UploadInstructions
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import keys, sniff
@@ -63,7 +66,8 @@ def _validate_size(size: object, max_size: int) -> int | None:
         )
     if size > max_size:
         raise ValidationFailed(
-            f"The file is {size} bytes; the largest accepted upload is {max_size} bytes.",
+            f"The file is {human_size(size)}; the largest accepted upload is "
+            f"{human_size(max_size)}.",
             code="file_too_large",
             details={"size": size, "max_upload_size": max_size},
         )
@@ -101,8 +105,8 @@ def _check_quota(owner: Any, size: int, max_pending: int, max_bytes_per_day: int
         )
     if declared + size > max_bytes_per_day:
         raise QuotaExceeded(
-            f"This upload of {size} bytes would bring your last 24 hours to {declared + size} "
-            f"bytes; the limit is {max_bytes_per_day} bytes.",
+            f"This upload of {human_size(size)} would bring your last 24 hours to "
+            f"{human_size(declared + size)}; the limit is {human_size(max_bytes_per_day)}.",
             code="daily_quota_exceeded",
             details={
                 "used_bytes_24h": declared,
@@ -221,6 +225,7 @@ def create_upload(
     )
     service = CloudStorageFactory.active()
     upload_id = uuid.uuid4()
+    bind_upload(upload_id)
     key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     expires_in = min(request.config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
     # max_size = the declared size: the provider then refuses anything else outright (where it
@@ -234,6 +239,7 @@ def create_upload(
         notification_url=notification_url_for(service),
     )
     row = insert_pending(request, owner, upload_id, service, key, instructions.expires_at)
+    metrics.PRESIGNS.labels(service.name, "single").inc()
     logger.info(
         "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size
     )

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from backend.core.errors import ProviderUnavailable, StorageUnavailable
+from backend.core.logs import bind_upload
 from backend.storage.base import CloudStorageService, ObjectRef
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import jobs
@@ -107,6 +108,7 @@ def request_delete(*, owner: Any, upload_id: object) -> MediaUpload:
     Idempotent: `deleting` re-enqueues (a lost message heals), `deleted`/`expired`/`expiring`
     are returned unchanged (the object is gone or the cleanup is removing it)."""
     row = get_upload_for_owner(owner, upload_id)
+    bind_upload(row.id)
     with transaction.atomic():
         if row.status in _DELETABLE:
             now = timezone.now()

@@ -17,8 +17,10 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from backend.core import metrics
 from backend.core.config import get_app_config
 from backend.core.errors import Conflict, Gone, ProviderUnavailable, ValidationFailed
+from backend.core.logs import bind_upload
 from backend.storage import registry
 from backend.storage.base import (
     CloudStorageService,
@@ -256,10 +258,37 @@ def finalise_upload(
     422 again. `source` other than "client" means the caller authenticated `payload` with the
     provider's signature. Raises Conflict (not there yet), Gone (expired/deleted),
     VerificationFailed (422), ProviderUnavailable (503; the row stays pending)."""
-    return _finalise_row(get_upload(upload_id), payload or {}, source, sequencer)
+    return _counted(get_upload(upload_id), payload or {}, source, sequencer)
 
 
 def confirm_upload(*, owner: Any, upload_id: object, payload: Mapping[str, Any]) -> MediaUpload:
     """A client's confirm: owner check (someone else's upload is 404), then finalise."""
     row = get_upload_for_owner(owner, upload_id)
-    return _finalise_row(row, payload or {}, "client", "")
+    return _counted(row, payload or {}, "client", "")
+
+
+def _outcome(exc: Exception) -> str:
+    if isinstance(exc, VerificationFailed):
+        return "failed_verification"
+    if isinstance(exc, Gone):
+        return "gone"
+    if isinstance(exc, Conflict) and exc.code == "not_uploaded_yet":
+        return "not_uploaded_yet"
+    if isinstance(exc, ProviderUnavailable):
+        return "provider_unavailable"
+    return "error"
+
+
+def _counted(
+    row: MediaUpload, payload: Mapping[str, Any], source: str, sequencer: str
+) -> MediaUpload:
+    """`_finalise_row` with the upload id on its log lines and its outcome counted."""
+    bind_upload(row.id)
+    already = row.status == UploadStatus.UPLOADED
+    try:
+        result = _finalise_row(row, payload, source, sequencer)
+    except Exception as exc:
+        metrics.CONFIRMS.labels(source, _outcome(exc)).inc()
+        raise
+    metrics.CONFIRMS.labels(source, "already_uploaded" if already else "uploaded").inc()
+    return result

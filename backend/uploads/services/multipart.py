@@ -27,8 +27,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from backend.core import metrics
 from backend.core.config import get_app_config
 from backend.core.errors import Conflict, Gone, ServiceUnavailable, ValidationFailed
+from backend.core.logs import bind_upload
+from backend.core.sizes import human_size
 from backend.storage import registry
 from backend.storage.base import (
     CloudStorageService,
@@ -129,6 +132,7 @@ def create_multipart_upload(
         None if request.size is None else choose_part_size(request.size, service.capabilities)
     )
     upload_id = uuid.uuid4()
+    bind_upload(upload_id)
     key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     ref = ObjectRef(key=key, content_type=request.content_type)
     session = service.create_multipart_upload(ref)
@@ -149,6 +153,7 @@ def create_multipart_upload(
         with contextlib.suppress(ServiceUnavailable):
             service.abort_multipart_upload(ref, session.upload_id)
         raise
+    metrics.PRESIGNS.labels(service.name, "multipart").inc()
     logger.info(
         "multipart upload %s created at %s (%s, %s bytes, parts of %s)",
         row.id,
@@ -277,6 +282,7 @@ def complete_multipart_upload(row: MediaUpload, parts: Sequence[CompletedPart]) 
     Idempotent: an uploaded row is returned as is, and a retried complete whose first attempt
     reached S3 (NoSuchUpload now) goes on to finalise the assembled object. A refusal by S3
     (wrong ETag, part too small) is a 400 and leaves the row pending."""
+    bind_upload(row.id)
     if row.status == UploadStatus.UPLOADED:
         return row
     require_open(row)
@@ -328,8 +334,8 @@ def _record_listed_size(
     limit = get_app_config().max_upload_size
     if total > limit:
         raise ValidationFailed(
-            f"The uploaded parts add up to {total} bytes; the largest accepted upload is "
-            f"{limit} bytes.",
+            f"The uploaded parts add up to {human_size(total)}; the largest accepted upload is "
+            f"{human_size(limit)}.",
             code="file_too_large",
             details={"size": total, "max_upload_size": limit},
         )

@@ -22,6 +22,7 @@ before anything parses it.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,6 +34,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
+from backend.core import metrics
 from backend.core.errors import ServiceUnavailable, error_body
 from backend.uploads.webhooks.events import EventOutcome, StorageEvent, apply_event
 
@@ -83,6 +85,19 @@ def _unavailable(exc: ServiceUnavailable) -> JsonResponse:
     return temporarily_unavailable(exc.retry_after)
 
 
+def _result(response: JsonResponse) -> str:
+    """The delivery's result label (metrics.WEBHOOK_RESULTS) from the answer given."""
+    if response.status_code == 503:
+        return "unavailable"
+    if response.status_code >= 400:
+        return "rejected"
+    try:
+        status = json.loads(response.content).get("status")
+    except ValueError:
+        status = None
+    return "duplicate" if status == "duplicate" else "ok"
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class ProviderWebhookView(View):
     """One provider's webhook endpoint (routed as `webhooks:<provider>`)."""
@@ -106,6 +121,11 @@ class ProviderWebhookView(View):
 
     # --- the steps, the same for every provider ----------------------------------------------
     def post(self, request: HttpRequest) -> JsonResponse:
+        response = self._deliver(request)
+        metrics.WEBHOOKS.labels(self.provider, _result(response)).inc()
+        return response
+
+    def _deliver(self, request: HttpRequest) -> JsonResponse:
         try:
             delivery = self.validate_request(request)
         except WebhookRejected as exc:

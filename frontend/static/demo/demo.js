@@ -18,6 +18,8 @@ async function refresh() {
 if (widget && list) {
   widget.addEventListener("upload:done", refresh);
   widget.addEventListener("upload:error", refresh);
+  // A cancelled upload's row (pending, deletable) shows at once.
+  widget.addEventListener("upload:cancel", refresh);
   list.addEventListener("click", async (event) => {
     const button = event.target.closest(".demo-delete");
     if (!button) return;
