@@ -8,4 +8,6 @@ COPY . .
 RUN DJANGO_DEBUG=1 python manage.py collectstatic --noinput
 USER nobody
 EXPOSE 8000
-CMD ["gunicorn", "backend.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# Workers, threads, timeouts, the access log and the metrics directory: gunicorn.conf.py.
+# Health checks per role (web: /healthz, worker: manage.py worker_health): docker-compose.yml.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "backend.wsgi:application"]

@@ -28,14 +28,14 @@ def run_setup(*args: str) -> str:
 @pytest.mark.django_db
 def test_demo_setup_creates_the_user_and_selects_s3(s3_storage: Any) -> None:
     AppConfig.objects.update_or_create(pk=1, defaults={"provider": "cloudinary"})
-    output = run_setup("--password", "first-pass-123")
+    output = run_setup("--provider", "s3", "--password", "first-pass-123")
     assert "Created the demo user." in output
     assert "username: demo" in output and "password: first-pass-123" in output
     assert authenticate(username="demo", password="first-pass-123") is not None
     assert AppConfig.load().provider == "s3"
 
     # Running it again (every `make demo`) resets the password instead of failing.
-    output = run_setup("--password", "second-pass-456")
+    output = run_setup("--provider", "s3", "--password", "second-pass-456")
     assert "Reset the password of the demo user." in output
     assert authenticate(username="demo", password="first-pass-123") is None
     assert authenticate(username="demo", password="second-pass-456") is not None
@@ -44,10 +44,28 @@ def test_demo_setup_creates_the_user_and_selects_s3(s3_storage: Any) -> None:
 
 @pytest.mark.django_db
 def test_demo_setup_prints_a_working_random_password(s3_storage: Any) -> None:
-    output = run_setup("--username", "visitor")
-    password = re.search(r"password: (\S+)", output)
-    assert password is not None and len(password.group(1)) >= 16
-    assert authenticate(username="visitor", password=password.group(1)) is not None
+    output = run_setup("--provider", "s3", "--username", "visitor")
+    passwords = dict(re.findall(r"username: (\S+)\s+password: (\S+)", output))
+    assert set(passwords) == {"visitor", "admin"}
+    assert len(passwords["visitor"]) >= 16 and passwords["visitor"] != passwords["admin"]
+    assert authenticate(username="visitor", password=passwords["visitor"]) is not None
+    assert authenticate(username="admin", password=passwords["admin"]) is not None
+
+
+@pytest.mark.django_db
+def test_demo_setup_defaults_to_the_products_provider_and_makes_a_staff_admin(
+    cloudinary_standin: Any,
+) -> None:
+    AppConfig.objects.update_or_create(pk=1, defaults={"provider": "s3"})
+    output = run_setup("--password", "demo-pass-123", "--admin-password", "admin-pass-456")
+    assert "Active storage provider: cloudinary" in output
+    assert AppConfig.load().provider == "cloudinary"
+    demo = authenticate(username="demo", password="demo-pass-123")
+    admin = authenticate(username="admin", password="admin-pass-456")
+    assert demo is not None and not demo.is_staff
+    assert admin is not None and admin.is_staff and admin.is_superuser
+    with pytest.raises(CommandError, match="different usernames"):
+        run_setup("--admin-username", "demo")
 
 
 @pytest.mark.django_db
@@ -137,3 +155,31 @@ def test_widget_static_files_are_found() -> None:
     # The module speaks only the documented API and never builds markup from strings.
     assert "/uploads/" in source and "/confirm/" in source and "/config/" in source
     assert "innerHTML" not in source
+
+
+@pytest.mark.django_db
+def test_demo_list_download_links_deletable_pending_rows_and_one_size_unit(
+    s3_storage: Any,
+) -> None:
+    user = get_user_model().objects.create_user(username="demo", password="pw-123456789")
+    other = get_user_model().objects.create_user(username="other", password="pw-123456789")
+    done = _row(user, "done.png")
+    waiting = _row(user, "waiting-with-a-very-long-name-" + "x" * 80 + ".png", status="pending")
+    theirs = _row(other, "theirs.png")
+    client = Client()
+    client.force_login(user)
+    html = client.get("/demo/uploads/").content.decode()
+    assert f'href="/demo/uploads/{done.id}/download/"' in html
+    assert f'href="/demo/uploads/{waiting.id}/download/"' not in html  # nothing to download yet
+    assert f'class="demo-delete" data-upload-id="{waiting.id}"' in html  # pending: deletable
+    assert "1.2 KB" in html and "bytes" not in html  # 1234 bytes, as the widget writes sizes
+    assert f'title="{waiting.original_filename}"' in html  # truncated on screen, full on hover
+
+    answer = client.get(f"/demo/uploads/{done.id}/download/")
+    assert answer.status_code == 302
+    assert done.key in answer["Location"] and "Signature" in answer["Location"]
+    assert client.get(f"/demo/uploads/{waiting.id}/download/").status_code == 404
+    assert client.get(f"/demo/uploads/{theirs.id}/download/").status_code == 404
+    assert client.get("/demo/uploads/not-an-id/download/").status_code == 404
+    page = client.get("/").content.decode()
+    assert 'data-testid="switch-provider"' in page and 'href="/admin/core/appconfig/"' in page

@@ -42,7 +42,9 @@ def test_keeping_a_broken_provider_still_saves_the_other_changes() -> None:
 
 def test_demo_setup_switches_through_it(caplog: pytest.LogCaptureFixture) -> None:
     with override_settings(**S3_SETTINGS), caplog.at_level(logging.INFO):
-        call_command("demo_setup", "--password", "demo-pass-123", stdout=StringIO())
+        call_command(
+            "demo_setup", "--provider", "s3", "--password", "demo-pass-123", stdout=StringIO()
+        )
     assert AppConfig.load().provider == "s3"
     assert "storage provider changed from cloudinary to s3 by manage.py demo_setup" in (
         caplog.messages
