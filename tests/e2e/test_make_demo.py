@@ -195,7 +195,16 @@ def test_admin_switch_then_one_upload_to_each_provider_and_both_download(
     assert shown_provider() == "s3"
     upload("to-s3.png")
 
+    # Bytes that are not what they claim: verification fails, and the file shows no full bar.
+    pick_files(page, [("not-a.png", "image/png", b"GIF89a" + bytes(2000))])
+    failed = item(page, "not-a.png").and_(page.locator("[data-state=error]"))
+    failed.wait_for()
+    assert not failed.locator("progress").is_visible()
+
     page.goto("/")
+    failed_row = page.locator("#uploads tr", has_text="not-a.png")
+    assert failed_row.get_attribute("data-status") == "failed"
+    assert failed_row.get_by_role("link", name="Download not-a.png").count() == 0
     rows = {}
     for name, provider, host in (
         ("to-cloudinary.png", "cloudinary", demo.cloudinary_url),
