@@ -417,6 +417,8 @@ try:
         _ipaddress.ip_network(_network, strict=False)
 except ValueError as _exc:
     raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_exc}") from None
+# Jobs log with the request id of the request that enqueued them (backend.core.logs).
+DRAMATIQ_BROKER["MIDDLEWARE"] = [*DRAMATIQ_BROKER["MIDDLEWARE"], "backend.core.logs.JobLogContext"]
 # --- end of observability settings -------------------------------------------------------------
 
 

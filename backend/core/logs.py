@@ -3,6 +3,7 @@
 - `RequestIdMiddleware` takes a sane `X-Request-ID` from the client (or its proxy) or makes one,
   puts it in `request_id` for the length of the request and returns it in the response.
 - `bind_upload(id)` / `upload_context(id)`: the upload a flow is about (services and actors).
+- `JobLogContext` (Dramatiq middleware): a job's lines carry the request id that enqueued it.
 - `ContextFilter` (installed on the handlers by `settings.LOGGING`) copies both onto every
   record, so the plain format and the JSON format (`LOG_FORMAT=json`, python-json-logger) show
   them, and blanks any configured secret that would reach a line.
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dramatiq
 from django.core.signals import request_finished
 from django.http import HttpRequest, HttpResponse
 
@@ -133,3 +135,29 @@ class ContextFilter(logging.Filter):
             if cleaned != message:
                 record.msg, record.args = cleaned, None
         return True
+
+
+class JobLogContext(dramatiq.Middleware):
+    """Dramatiq middleware: a job's lines carry the request id of the request that enqueued it.
+
+    The id travels in the message's options; a job enqueued outside a request carries none.
+    Upload ids are set by the actor itself (`upload_context`)."""
+
+    def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        rid = request_id.get()
+        if rid and "request_id" not in message.options:
+            message.options["request_id"] = rid
+
+    def before_process_message(self, broker: Any, message: Any) -> None:
+        request_id.set(sane_request_id(message.options.get("request_id")))
+        upload_id.set(None)
+
+    def after_process_message(
+        self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        request_id.set(None)
+        upload_id.set(None)
+
+    def after_skip_message(self, broker: Any, message: Any) -> None:
+        request_id.set(None)
+        upload_id.set(None)

@@ -201,3 +201,40 @@ def test_filter_adds_the_ids_and_blanks_configured_secrets(settings: Any) -> Non
 )
 def test_human_size_as_the_widget_writes_it(size: int, text: str) -> None:
     assert human_size(size) == text
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+def test_job_lines_carry_the_enqueuing_request_id_and_their_upload_id(
+    broker: Any, memory_storage: Any, transactional_db: None, caplog: Any, django_user_model: Any
+) -> None:
+    import dramatiq
+
+    from backend.uploads import jobs
+    from backend.uploads import tasks as _tasks  # noqa: F401 (declares the actors)
+    from tests.uploads.test_tasks import make_row, queued
+
+    owner = django_user_model.objects.create_user("job-logs", password="x")
+    row = make_row(owner, status="deleting")
+    logs.request_id.set("req-that-enqueued")
+    try:
+        jobs.send(jobs.DELETE_UPLOAD, str(row.id))
+    finally:
+        logs.request_id.set(None)
+    assert queued(broker)[0].options["request_id"] == "req-that-enqueued"
+
+    caplog.handler.addFilter(logs.ContextFilter())
+    caplog.set_level(logging.INFO)
+    worker = dramatiq.Worker(broker, worker_timeout=100, worker_threads=1)
+    worker.start()
+    try:
+        broker.join(jobs.QUEUE, timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+    lines = [r for r in caplog.records if f"upload {row.id} deleted" in r.getMessage()]
+    assert lines, [r.getMessage() for r in caplog.records]
+    for record in lines:
+        assert record.request_id == "req-that-enqueued"  # type: ignore[attr-defined]
+        assert record.upload_id == str(row.id)  # type: ignore[attr-defined]
