@@ -385,6 +385,7 @@ LOGGING = {
     "filters": {"context": {"()": "backend.core.logs.ContextFilter"}},
     "formatters": {
         "plain": {
+            "()": "backend.core.logs.PlainFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s "
             "[request_id=%(request_id)s upload_id=%(upload_id)s] %(message)s"
         },

@@ -161,3 +161,17 @@ class JobLogContext(dramatiq.Middleware):
     def after_skip_message(self, broker: Any, message: Any) -> None:
         request_id.set(None)
         upload_id.set(None)
+
+
+class PlainFormatter(logging.Formatter):
+    """The plain text format, with `-` for a request id or upload id that is not set."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        shown = {name: getattr(record, name, None) for name in ("request_id", "upload_id")}
+        for name, value in shown.items():
+            setattr(record, name, "-" if value is None else value)
+        try:
+            return super().format(record)
+        finally:
+            for name, value in shown.items():
+                setattr(record, name, value)
