@@ -387,7 +387,7 @@ LOGGING = {
         "plain": {
             "()": "backend.core.logs.PlainFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s "
-            "[request_id=%(request_id)s upload_id=%(upload_id)s] %(message)s"
+            "[request_id=%(request_id)s upload_id=%(upload_id)s] %(message)s",
         },
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
