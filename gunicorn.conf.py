@@ -53,7 +53,8 @@ access_log_format = os.environ.get("GUNICORN_ACCESS_LOG_FORMAT", "").strip() or 
 # set before the app (and prometheus_client) is imported, which is why it is set here, and it
 # must be emptied when the server starts (files of an earlier run would be counted again).
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
-if not _metrics_dir:
+_metrics_dir_is_ours = not _metrics_dir
+if _metrics_dir_is_ours:
     import tempfile
 
     _metrics_dir = tempfile.mkdtemp(prefix="upload-broker-metrics-")
@@ -73,3 +74,11 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
+def on_exit(server: object) -> None:
+    # A directory this file made is removed with the server; one you set is left as it is.
+    if _metrics_dir_is_ours:
+        import shutil
+
+        shutil.rmtree(_metrics_dir, ignore_errors=True)
