@@ -254,6 +254,11 @@ def test_cancel_leaves_a_pending_row_that_cleanup_expires(
     row = upload_row("slow.png")
     assert row.status == "pending"
     assert s3_object(moto_server, row.key) is None
+    # The page lists the cancelled upload at once (no reload), pending and deletable.
+    listed = page.locator(f'#uploads tr[data-upload-id="{row.id}"]')
+    listed.wait_for()
+    assert listed.get_attribute("data-status") == "pending"
+    assert listed.get_by_role("button", name="Delete slow.png").is_visible()
 
     # The orphan cleanup takes the abandoned row once its instructions are dead.
     from django.conf import settings
