@@ -2,7 +2,7 @@
 .PHONY: help install demo test test-sqlite lint format typecheck bench migrate
 
 help:
-	@echo "make demo       start the demo on embedded defaults (SQLite, local S3 emulator, in-process jobs)"
+	@echo "make demo       start the demo: Cloudinary stand-in + S3 emulator, SQLite, in-process jobs; prints the logins"
 	@echo "make test       run the whole test suite on SQLite and on PostgreSQL"
 	@echo "make test-sqlite  only the SQLite run (fast loop)"
 	@echo "make lint       ruff, mypy, import-linter (layers), provider-name rule, eslint"
