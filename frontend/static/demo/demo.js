@@ -18,8 +18,10 @@ async function refresh() {
 if (widget && list) {
   widget.addEventListener("upload:done", refresh);
   widget.addEventListener("upload:error", refresh);
-  // A cancelled upload's row (pending, deletable) shows at once.
-  widget.addEventListener("upload:cancel", refresh);
+  // A cancelled upload's row (pending, deletable) shows at once: as soon as the server knows.
+  widget.addEventListener("upload:cancel", (event) => {
+    Promise.resolve(event.detail.aborted).finally(refresh);
+  });
   list.addEventListener("click", async (event) => {
     const button = event.target.closest(".demo-delete");
     if (!button) return;

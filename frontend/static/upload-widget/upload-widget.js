@@ -614,8 +614,9 @@ class UploadItem {
     if (this.abort) this.abort.abort();
     if (this.xhr) this.xhr.abort();
     for (const xhr of this.partXhrs || []) xhr.abort();
+    let aborted = Promise.resolve();
     if (this.multipart && this.upload) {
-      this.controller.abortMultipart(this.upload.id);
+      aborted = this.controller.abortMultipart(this.upload.id);
       this.upload = null;
     }
     this.loaded = 0;
@@ -625,6 +626,8 @@ class UploadItem {
     this.controller.emit("upload:cancel", {
       file: this.file,
       uploadId: this.upload ? this.upload.id : null,
+      // Settles once the server knows (a multipart upload's abort request has finished).
+      aborted,
     });
     this.controller.settled(this);
   }
