@@ -251,6 +251,10 @@ CLOUDINARY_SIGNATURE_ALGORITHM = _str("CLOUDINARY_SIGNATURE_ALGORITHM", "sha1")
 CLOUDINARY_UPLOAD_PREFIX = _str("CLOUDINARY_UPLOAD_PREFIX", "")
 # Base URL of the delivery CDN (res.cloudinary.com); only changed for a local stand-in.
 CLOUDINARY_DELIVERY_PREFIX = _str("CLOUDINARY_DELIVERY_PREFIX", "")
+# The account's largest file in bytes (its plan's upload limit, shown in the Cloudinary console):
+# the admin accepts a maximum upload size up to this with Cloudinary active; files above 100 MB
+# go up in chunks. Default 2 GB.
+CLOUDINARY_MAX_FILE_SIZE = _int("CLOUDINARY_MAX_FILE_SIZE", 2_000_000_000)
 
 AWS_ACCESS_KEY_ID = _str("AWS_ACCESS_KEY_ID", "")
 AWS_SECRET_ACCESS_KEY = _str("AWS_SECRET_ACCESS_KEY", "")

@@ -61,12 +61,12 @@ class AppConfigForm(forms.ModelForm):
         cleaned = super().clean() or {}
         provider = registry.get(str(cleaned.get("provider") or ""))
         max_size = cleaned.get("max_upload_size")
-        limit = provider.capabilities.max_upload_size if provider else None
+        limit = provider.max_upload_size if provider else None
         if provider and limit and max_size and max_size > limit:
             larger = [
                 p.service.display_name
                 for p in registry.PROVIDERS
-                if (p.capabilities.max_upload_size or max_size) >= max_size
+                if (p.max_upload_size or max_size) >= max_size
             ]
             self.add_error(
                 "max_upload_size",
@@ -109,6 +109,8 @@ def _upload_limit(provider: registry.StorageProvider) -> str:
         )
     elif caps.large_uploads:
         text += f", more with {caps.large_uploads} uploads"
+        if provider.account_limit():
+            text += f" up to the account limit of {_size(provider.max_upload_size or 0)}"
     return text
 
 

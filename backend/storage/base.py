@@ -29,6 +29,9 @@ from typing import Any, ClassVar, Literal
 
 from backend.core.errors import NotSupported
 
+#: How a create answer's instructions are to be sent: "single" (one request), "chunked" (the same
+#: request repeated per byte range) or "multipart" (POST /api/v1/uploads/multipart/).
+UploadProtocol = Literal["single", "chunked", "multipart"]
 #: How files too big for one request go up: "multipart" (S3: parts presigned one by one, then
 #: assembled by a complete call) or "chunked" (Cloudinary's chunked upload: byte ranges POSTed
 #: to the upload endpoint in order).
@@ -76,6 +79,9 @@ class ProviderCapabilities:
     min_part_size: int | None = None
     max_part_size: int | None = None
     max_parts: int | None = None
+    #: The chunk size the server chooses for a chunked upload (every chunk but the last has
+    #: exactly this many bytes); None for other protocols (multipart part sizes are per upload).
+    part_size: int | None = None
     #: Whether a key keeps the file name's extension, given the content type (Cloudinary adds
     #: the format to image and video public_ids itself).
     keeps_extension: Callable[[str], bool] = _keeps_every_extension
@@ -102,6 +108,7 @@ class ProviderCapabilities:
             "min_part_size": self.min_part_size,
             "max_part_size": self.max_part_size,
             "max_parts": self.max_parts,
+            "part_size": self.part_size,
         }
 
 
@@ -118,12 +125,43 @@ class ObjectRef:
     version: str | None = None
 
 
+#: The Content-Range header of one chunk, as a template: `start` and `end` are the first and
+#: last byte offsets of the chunk (inclusive), `total` the file's size.
+CHUNK_CONTENT_RANGE = "bytes {start}-{end}/{total}"
+
+
+@dataclass(frozen=True)
+class ChunkedUpload:
+    """How to send a file in chunks with the same instructions (protocol "chunked").
+
+    Every chunk is one request exactly as `UploadInstructions` describe (the same `fields` and
+    `headers`, the chunk's bytes as the `file` part), plus a `Content-Range` header
+    (`CHUNK_CONTENT_RANGE`). Every chunk but the last has `chunk_size` bytes; the last is sent
+    only after every other was answered, and its answer is the provider's upload response."""
+
+    chunk_size: int
+    total_size: int
+
+    @property
+    def chunk_count(self) -> int:
+        return max(1, -(-self.total_size // self.chunk_size))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "chunk_size": self.chunk_size,
+            "chunk_count": self.chunk_count,
+            "total_size": self.total_size,
+            "content_range": CHUNK_CONTENT_RANGE,
+        }
+
+
 @dataclass(frozen=True)
 class UploadInstructions:
     """What a client needs to upload directly: the same shape for every provider.
 
     POST: send a multipart form with every entry of `fields` (in order) and then the file as
-    the `file` field. PUT: send the raw bytes with `headers`.
+    the `file` field. PUT: send the raw bytes with `headers`. `chunked` set (protocol
+    "chunked"): send the file as several such requests, one per byte range (`ChunkedUpload`).
     """
 
     method: str
@@ -131,14 +169,21 @@ class UploadInstructions:
     fields: dict[str, str]
     headers: dict[str, str]
     expires_at: datetime
+    chunked: ChunkedUpload | None = None
+
+    @property
+    def protocol(self) -> UploadProtocol:
+        return "chunked" if self.chunked else "single"
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "protocol": self.protocol,
             "method": self.method,
             "url": self.url,
             "fields": dict(self.fields),
             "headers": dict(self.headers),
             "expires_at": self.expires_at.isoformat(),
+            "chunked": self.chunked.as_dict() if self.chunked else None,
         }
 
 
@@ -303,6 +348,22 @@ class CloudStorageService(abc.ABC):
     capabilities: ClassVar[ProviderCapabilities]
     #: Largest number of keys one `delete_many` call sends to the provider.
     delete_batch_size: ClassVar[int] = 100
+
+    def presign_chunked_upload(
+        self,
+        ref: ObjectRef,
+        *,
+        size: int,
+        expires_in: int,
+        notification_url: str | None = None,
+    ) -> UploadInstructions:
+        """Signed instructions for one object of exactly `size` bytes sent in chunks of
+        `capabilities.part_size` (`capabilities.large_uploads == "chunked"`)."""
+        raise NotSupported(
+            f"The storage provider {self.name!r} does not take chunked uploads.",
+            code="chunked_not_supported",
+            details={"provider": self.name},
+        )
 
     @abc.abstractmethod
     def presign_upload(

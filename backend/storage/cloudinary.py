@@ -13,9 +13,11 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +31,7 @@ from requests.adapters import HTTPAdapter
 from backend.core.errors import ProviderUnavailable
 from backend.storage import resilience
 from backend.storage.base import (
+    ChunkedUpload,
     CloudStorageService,
     ConfirmationRejected,
     DeleteResult,
@@ -132,6 +135,13 @@ ACTIVE_CONTENT_TYPES = frozenset(
     }
 )
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
+# Chunked uploads: "Each chunk must be larger than 5mb except the last one" (support article
+# "Guidelines for self implementing chunked upload to Cloudinary"; the SDKs use 5 MiB as the
+# minimum), and one chunk is one upload request, capped at 100 MB. 20 MiB (the SDKs' default
+# chunk size) keeps the request count low and a retried chunk cheap.
+MIN_CHUNK_SIZE = 5 * 1024 * 1024
+MAX_SINGLE_REQUEST = 100 * 1000 * 1000
+CHUNK_SIZE = 20 * 1024 * 1024
 
 # One pooled session per process for delivery-URL reads (HEAD / ranged GET).
 _session = requests.Session()
@@ -228,8 +238,14 @@ class CloudinaryService(CloudStorageService):
     name = "cloudinary"
     display_name = "Cloudinary"
     capabilities = ProviderCapabilities(
-        # Our flow is one signed upload request, which Cloudinary caps at 100 MB.
-        max_single_upload=100 * 1000 * 1000,
+        # One signed upload request, which Cloudinary caps at 100 MB; above it, the same signed
+        # request once per chunk (`presign_chunked_upload`), up to the account's file size limit
+        # (CLOUDINARY_MAX_FILE_SIZE, see registry).
+        max_single_upload=MAX_SINGLE_REQUEST,
+        large_uploads="chunked",
+        min_part_size=MIN_CHUNK_SIZE,
+        max_part_size=MAX_SINGLE_REQUEST,
+        part_size=CHUNK_SIZE,
         keeps_extension=keeps_extension,
         key_extension=key_extension,
         notifications=ProviderNotifications(
@@ -376,6 +392,31 @@ class CloudinaryService(CloudStorageService):
             # When Cloudinary really stops accepting these fields, whatever `expires_in` asked:
             # the row's expiry (cleanup, the follow-up check after a delete) relies on it.
             expires_at=datetime.fromtimestamp(timestamp + SIGNED_PARAMS_LIFETIME, tz=UTC),
+        )
+
+    def presign_chunked_upload(
+        self,
+        ref: ObjectRef,
+        *,
+        size: int,
+        expires_in: int,
+        notification_url: str | None = None,
+    ) -> UploadInstructions:
+        """Cloudinary's chunked upload: the signed fields of `presign_upload`, repeated on every
+        chunk, with an `X-Unique-Upload-Id` we choose (random: it names this upload only) and a
+        `Content-Range: bytes start-end/total` per chunk. The last chunk's answer is the
+        ordinary upload response (public_id, version, signature), which confirm verifies."""
+        single = self.presign_upload(
+            ref,
+            size=size,
+            max_size=size,
+            expires_in=expires_in,
+            notification_url=notification_url,
+        )
+        return replace(
+            single,
+            headers={**single.headers, "X-Unique-Upload-Id": secrets.token_hex(16)},
+            chunked=ChunkedUpload(chunk_size=CHUNK_SIZE, total_size=size),
         )
 
     def verify_confirmation(self, ref: ObjectRef, payload: Mapping[str, Any]) -> ObjectRef:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from backend.storage.base import CloudStorageService, LargeUploadProtocol, ProviderCapabilities
 from backend.storage.cloudinary import CloudinaryService
 from backend.storage.provider_settings import (
@@ -33,6 +35,8 @@ class StorageProvider:
     #: Settings from Django settings, hashable: the factory keys its cached services by them.
     load_settings: Callable[[], Hashable]
     check_settings: Callable[[], SettingsCheck]
+    #: The account's own file size limit from settings (None: only the protocol's bound).
+    account_limit: Callable[[], int | None] = lambda: None
 
     @property
     def name(self) -> str:
@@ -41,6 +45,13 @@ class StorageProvider:
     @property
     def capabilities(self) -> ProviderCapabilities:
         return self.service.capabilities
+
+    @property
+    def max_upload_size(self) -> int | None:
+        """The largest file this provider takes: its protocol's bound and the account limit,
+        whichever is lower (None: neither sets one)."""
+        bounds = [b for b in (self.capabilities.max_upload_size, self.account_limit()) if b]
+        return min(bounds) if bounds else None
 
     def build(self, cfg: Any) -> CloudStorageService:
         # Every provider's service is built from its own settings dataclass.
@@ -53,6 +64,7 @@ PROVIDERS: tuple[StorageProvider, ...] = (
         label="Cloudinary",
         load_settings=CloudinarySettings.from_django,
         check_settings=check_cloudinary_settings,
+        account_limit=lambda: int(settings.CLOUDINARY_MAX_FILE_SIZE) or None,
     ),
     StorageProvider(
         service=S3Service,
@@ -87,6 +99,18 @@ def check_settings(name: str) -> SettingsCheck:
             [], [f"Unknown storage provider {name!r}; expected one of {names()}"], []
         )
     return provider.check_settings()
+
+
+def max_upload_size(name: str) -> int | None:
+    provider = get(name)
+    return provider.max_upload_size if provider else None
+
+
+def capabilities_for_clients(service: CloudStorageService) -> dict[str, Any]:
+    """What a client plans an upload with: the capabilities plus the largest file in all."""
+    provider = get(service.name)
+    limit = provider.max_upload_size if provider else service.capabilities.max_upload_size
+    return {**service.capabilities.for_clients(), "max_file_size": limit}
 
 
 def names_with_large_uploads(protocol: LargeUploadProtocol) -> list[str]:

@@ -133,18 +133,27 @@ def test_live_check_reports_through_messages(admin_client, s3_storage) -> None:
     assert any(t.startswith("cloudinary: not configured") for t in texts), texts
 
 
-def test_cloudinary_limit_above_one_request_is_refused(admin_client) -> None:
-    """Our Cloudinary flow is one upload request, which Cloudinary caps at 100 MB."""
-    with override_settings(**CLOUDINARY, **S3_SETTINGS):
+def test_cloudinary_limit_above_one_request_up_to_the_account_limit(admin_client) -> None:
+    """Above 100 MB Cloudinary takes chunked uploads, up to the account's file size limit
+    (CLOUDINARY_MAX_FILE_SIZE): a maximum above that is refused, naming the limit."""
+    with override_settings(**CLOUDINARY, **S3_SETTINGS, CLOUDINARY_MAX_FILE_SIZE=1_000_000_000):
+        response = admin_client.post(
+            CHANGE_URL, form_data(provider="cloudinary", max_upload_size=1_500_000_000)
+        )
+        errors = response.context["adminform"].form.errors["max_upload_size"]
+        assert any("at most 1000000000 bytes" in e for e in errors), errors
+        assert any("chunked uploads up to the account limit" in e for e in errors), errors
+        assert any("or use S3 for larger files" in e for e in errors), errors
+        assert AppConfig.load().max_upload_size != 1_500_000_000
+        # 200 MB (above one request's 100 MB) is fine: chunked.
         response = admin_client.post(
             CHANGE_URL, form_data(provider="cloudinary", max_upload_size=200_000_000)
         )
-        errors = response.context["adminform"].form.errors["max_upload_size"]
-        assert any("at most 100000000 bytes" in e for e in errors), errors
-        assert AppConfig.load().max_upload_size != 200_000_000
-        # The same limit is fine for S3 (single POST up to 5 GiB).
+        assert response.status_code == 302
+        assert AppConfig.load().max_upload_size == 200_000_000
+        # The larger limit is fine for S3.
         response = admin_client.post(
-            CHANGE_URL, form_data(provider="s3", max_upload_size=200_000_000)
+            CHANGE_URL, form_data(provider="s3", max_upload_size=1_500_000_000)
         )
     assert response.status_code == 302
-    assert AppConfig.load().max_upload_size == 200_000_000
+    assert AppConfig.load().max_upload_size == 1_500_000_000

@@ -118,9 +118,20 @@ def test_create_returns_instructions(client, memory_storage, user) -> None:
         "size": 100,
         "expires_at": data["expires_at"],
         "upload": data["upload"],
+        "capabilities": data["capabilities"],
     }
     assert row.key == f"uploads/{user.pk}/{row.id.hex}/holiday-photo.png"
-    assert set(data["upload"]) == {"method", "url", "fields", "headers", "expires_at"}
+    assert set(data["upload"]) == {
+        "protocol",
+        "method",
+        "url",
+        "fields",
+        "headers",
+        "expires_at",
+        "chunked",
+    }
+    assert (data["upload"]["protocol"], data["upload"]["chunked"]) == ("single", None)
+    assert data["capabilities"]["large_uploads"] == "multipart"  # what the client decides from
     assert data["upload"]["method"] == "POST"
     assert data["upload"]["fields"]["key"] == row.key
 
@@ -455,6 +466,8 @@ def test_config_endpoint(client, memory_storage) -> None:
             "min_part_size": 5 * 1024**2,
             "max_part_size": 5 * 1024**3,
             "max_parts": 10_000,
+            "part_size": None,
+            "max_file_size": 10_000 * 5 * 1024**3,
         },
         "max_upload_size": config.max_upload_size,
         "allowed_content_types": list(config.allowed_content_types),

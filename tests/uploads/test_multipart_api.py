@@ -99,7 +99,18 @@ def test_anonymous_is_refused(memory_storage) -> None:
 def test_native_flow(client, memory_storage) -> None:
     data = png_bytes(12 * MiB)
     created = create(client, len(data))
-    assert set(created) == {"id", "key", "upload_id", "part_size", "part_count", "expires_at"}
+    assert set(created) == {
+        "id",
+        "protocol",
+        "key",
+        "upload_id",
+        "part_size",
+        "part_count",
+        "expires_at",
+        "capabilities",
+    }
+    assert created["protocol"] == "multipart"
+    assert created["capabilities"]["large_uploads"] == "multipart"
     assert (created["part_size"], created["part_count"]) == (5 * MiB, 3)
 
     parts = put_parts(client, memory_storage, created, data)

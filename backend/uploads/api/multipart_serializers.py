@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from backend.uploads.api.serializers import (
+    CapabilitiesSerializer,
     FilenameField,
     StrictCharField,
     StrictInputSerializer,
@@ -25,6 +26,10 @@ class MultipartCreateInputSerializer(StrictInputSerializer):
 
 class MultipartCreateOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
+    protocol = serializers.ChoiceField(
+        choices=["multipart"],
+        help_text="Always `multipart`: parts signed one by one, then complete.",
+    )
     key = serializers.CharField()
     upload_id = serializers.CharField(help_text="The provider's multipart UploadId.")
     part_size = serializers.IntegerField(
@@ -33,6 +38,9 @@ class MultipartCreateOutputSerializer(serializers.Serializer):
     part_count = serializers.IntegerField()
     expires_at = serializers.DateTimeField(
         help_text="Complete before this instant (plus the grace period), or the upload expires."
+    )
+    capabilities = CapabilitiesSerializer(
+        help_text="What the active provider can do (as in GET /api/v1/config/)."
     )
 
 

@@ -14,7 +14,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 
+from backend.storage import registry
 from backend.storage.base import CompletedPart, PartInstructions
+from backend.storage.factory import CloudStorageFactory
 from backend.uploads import selectors
 from backend.uploads.api import schema
 from backend.uploads.api.multipart_serializers import (
@@ -57,11 +59,15 @@ FAILED = schema.error(
 def _created(row: MediaUpload) -> dict[str, Any]:
     return {
         "id": row.id,
+        "protocol": "multipart",
         "key": row.key,
         "upload_id": row.multipart_upload_id,
         "part_size": row.multipart_part_size,
         "part_count": multipart.part_count(row),
         "expires_at": row.expires_at,
+        "capabilities": registry.capabilities_for_clients(
+            CloudStorageFactory.for_provider(row.provider)
+        ),
     }
 
 

@@ -73,7 +73,55 @@ class UploadCreateInputSerializer(StrictInputSerializer):
     checksum_sha256 = ChecksumField(required=False, allow_blank=True, max_length=64)
 
 
+class CapabilitiesSerializer(serializers.Serializer):
+    max_single_upload = serializers.IntegerField(
+        help_text="Largest file one upload request (POST /api/v1/uploads/) may carry, in bytes."
+    )
+    large_uploads = serializers.ChoiceField(
+        choices=["multipart", "chunked"],
+        allow_null=True,
+        help_text="How larger files go up: `multipart` (POST /api/v1/uploads/multipart/), "
+        "`chunked` (POST /api/v1/uploads/ answers `upload.protocol` `chunked` with the chunk "
+        "instructions), or null when the provider has no protocol for them.",
+    )
+    min_part_size = serializers.IntegerField(
+        allow_null=True, help_text="Smallest part/chunk but the last, in bytes."
+    )
+    max_part_size = serializers.IntegerField(
+        allow_null=True, help_text="Largest part/chunk, in bytes."
+    )
+    max_parts = serializers.IntegerField(allow_null=True, help_text="Most parts per upload.")
+    part_size = serializers.IntegerField(
+        allow_null=True,
+        help_text="The chunk size the server chooses for chunked uploads (null otherwise).",
+    )
+    max_file_size = serializers.IntegerField(
+        allow_null=True,
+        help_text="The largest file the provider takes (its protocol and account limit); null: "
+        "no bound of its own. The upload policy's `max_upload_size` is at most this.",
+    )
+
+
+class ChunkedInstructionsSerializer(serializers.Serializer):
+    chunk_size = serializers.IntegerField(
+        help_text="Bytes per chunk: every chunk but the last has exactly this many."
+    )
+    chunk_count = serializers.IntegerField(help_text="How many chunks the file makes.")
+    total_size = serializers.IntegerField(help_text="The file's size (the declared `size`).")
+    content_range = serializers.CharField(
+        help_text="The Content-Range header of each chunk: `bytes {start}-{end}/{total}`, "
+        "`start` and `end` the chunk's first and last byte offsets (inclusive)."
+    )
+
+
 class UploadInstructionsSerializer(serializers.Serializer):
+    protocol = serializers.ChoiceField(
+        choices=["single", "chunked"],
+        help_text="`single`: one request carries the file. `chunked`: send the file as one "
+        "request per chunk (same `fields` and `headers` on each, the chunk as `file`, plus its "
+        "Content-Range), in order, the last chunk after every other was answered; the last "
+        "chunk's JSON answer is what confirm takes.",
+    )
     method = serializers.ChoiceField(choices=["POST", "PUT"])
     url = serializers.URLField()
     # DRF's metaclass moves declared fields off the class, so this does not shadow
@@ -81,6 +129,9 @@ class UploadInstructionsSerializer(serializers.Serializer):
     fields = serializers.DictField(child=serializers.CharField())  # type: ignore[assignment]
     headers = serializers.DictField(child=serializers.CharField())
     expires_at = serializers.DateTimeField()
+    chunked = ChunkedInstructionsSerializer(
+        allow_null=True, help_text="How to cut the file (protocol `chunked`); null otherwise."
+    )
 
 
 class UploadCreateOutputSerializer(serializers.Serializer):
@@ -93,6 +144,9 @@ class UploadCreateOutputSerializer(serializers.Serializer):
     size = serializers.IntegerField(source="declared_size", allow_null=True)
     expires_at = serializers.DateTimeField()
     upload = UploadInstructionsSerializer()
+    capabilities = CapabilitiesSerializer(
+        help_text="What the active provider can do (as in GET /api/v1/config/)."
+    )
 
 
 class UploadOutputSerializer(serializers.ModelSerializer):
@@ -155,25 +209,6 @@ class UploadPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True, help_text="The next page, or null.")
     previous = serializers.URLField(allow_null=True, help_text="The previous page, or null.")
     results = UploadOutputSerializer(many=True)
-
-
-class CapabilitiesSerializer(serializers.Serializer):
-    max_single_upload = serializers.IntegerField(
-        help_text="Largest file one upload request (POST /api/v1/uploads/) may carry, in bytes."
-    )
-    large_uploads = serializers.ChoiceField(
-        choices=["multipart", "chunked"],
-        allow_null=True,
-        help_text="How larger files go up: `multipart` (POST /api/v1/uploads/multipart/), or "
-        "null when the provider has no protocol for them.",
-    )
-    min_part_size = serializers.IntegerField(
-        allow_null=True, help_text="Smallest part/chunk but the last, in bytes."
-    )
-    max_part_size = serializers.IntegerField(
-        allow_null=True, help_text="Largest part/chunk, in bytes."
-    )
-    max_parts = serializers.IntegerField(allow_null=True, help_text="Most parts per upload.")
 
 
 class ConfigOutputSerializer(serializers.Serializer):

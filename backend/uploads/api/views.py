@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from backend.core.config import get_app_config
 from backend.core.errors import StorageUnavailable, ValidationFailed
+from backend.storage import registry
 from backend.storage.base import CloudStorageService
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import selectors, services
@@ -104,6 +105,7 @@ class UploadListCreateApi(AuthenticatedApi):
         data = UploadCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         row, instructions = services.create_upload(owner=request.user, **data.validated_data)
+        service = CloudStorageFactory.for_provider(row.provider)
         body = UploadCreateOutputSerializer(
             {
                 "id": row.id,
@@ -115,6 +117,7 @@ class UploadListCreateApi(AuthenticatedApi):
                 "declared_size": row.declared_size,
                 "expires_at": row.expires_at,
                 "upload": instructions.as_dict(),
+                "capabilities": registry.capabilities_for_clients(service),
             }
         ).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -212,7 +215,7 @@ class ConfigApi(AuthenticatedApi):
             service = None
         body = {
             "provider": service.name if service else None,
-            "capabilities": service.capabilities.for_clients() if service else None,
+            "capabilities": registry.capabilities_for_clients(service) if service else None,
             "max_upload_size": config.max_upload_size,
             "allowed_content_types": list(config.allowed_content_types),
             # What is applied: the admin's setting, capped by UPLOAD_MAX_PRESIGN_EXPIRY.

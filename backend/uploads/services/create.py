@@ -204,6 +204,36 @@ def insert_pending(
     )
 
 
+def _needs_large_upload(service: CloudStorageService, size: int | None) -> bool:
+    """Whether a declared size is above what one request to `service` carries: True when the
+    provider's chunked protocol takes it; a 400 when it needs the multipart endpoint or the
+    provider has no protocol for it."""
+    caps = service.capabilities
+    if size is None or size <= caps.max_single_upload:
+        return False
+    if caps.large_uploads == "chunked":
+        return True
+    details: dict[str, Any] = {
+        "size": size,
+        "max_single_upload": caps.max_single_upload,
+        "large_uploads": caps.large_uploads,
+    }
+    if caps.large_uploads == "multipart":
+        raise ValidationFailed(
+            f"The file is {size} bytes; one upload request carries at most "
+            f"{caps.max_single_upload} bytes at the active provider. Larger files go up as a "
+            "multipart upload: POST /api/v1/uploads/multipart/.",
+            code="multipart_required",
+            details={**details, "endpoint": reverse("multipart-create")},
+        )
+    raise ValidationFailed(
+        f"The file is {size} bytes; the active provider takes at most {caps.max_single_upload} "
+        "bytes per file.",
+        code="file_too_large",
+        details={**details, "max_upload_size": caps.max_single_upload},
+    )
+
+
 def create_upload(
     *,
     owner: Any,
@@ -224,20 +254,30 @@ def create_upload(
         checksum_sha256=checksum_sha256,
     )
     service = CloudStorageFactory.active()
+    chunked = _needs_large_upload(service, request.size)
     upload_id = uuid.uuid4()
     bind_upload(upload_id)
     key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     expires_in = min(request.config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
-    # max_size = the declared size: the provider then refuses anything else outright (where it
-    # enforces policies), and confirm re-checks the stored size either way.
-    limit = request.size if request.size is not None else request.config.max_upload_size
-    instructions = service.presign_upload(
-        ObjectRef(key=key, content_type=request.content_type),
-        size=limit,
-        max_size=limit,
-        expires_in=expires_in,
-        notification_url=notification_url_for(service),
-    )
+    ref = ObjectRef(key=key, content_type=request.content_type)
+    if chunked and request.size is not None:
+        instructions = service.presign_chunked_upload(
+            ref,
+            size=request.size,
+            expires_in=expires_in,
+            notification_url=notification_url_for(service),
+        )
+    else:
+        # max_size = the declared size: the provider then refuses anything else outright (where
+        # it enforces policies), and confirm re-checks the stored size either way.
+        limit = request.size if request.size is not None else request.config.max_upload_size
+        instructions = service.presign_upload(
+            ref,
+            size=limit,
+            max_size=limit,
+            expires_in=expires_in,
+            notification_url=notification_url_for(service),
+        )
     row = insert_pending(request, owner, upload_id, service, key, instructions.expires_at)
     metrics.PRESIGNS.labels(service.name, "single").inc()
     logger.info(

@@ -1,0 +1,198 @@
+"""Chunked uploads (Cloudinary above one request's 100 MB) over real HTTP, as a mobile client
+does them from docs/api.md: token, create, one POST per chunk to the provider, confirm.
+
+The API runs in Django's live server, the provider is the Cloudinary stand-in (bytes on disk);
+the client is plain `requests`, nothing of ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.fixtures.providers import use_provider
+
+pytestmark = [pytest.mark.timeout(180)]
+
+MB = 1000 * 1000
+FILE_SIZE = 120 * MB
+
+
+def make_large_mp4(path: Path, size: int) -> str:
+    """An MP4-looking file (an `ftyp` box first, then random bytes) of `size` bytes, written in
+    blocks; returns its SHA-256."""
+    header = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
+    digest = hashlib.sha256()
+    block = os.urandom(4 * 1024 * 1024)
+    with path.open("wb") as handle:
+        handle.write(header)
+        digest.update(header)
+        written = len(header)
+        while written < size:
+            # Vary each block a little so no two chunks are byte-identical.
+            piece = (written.to_bytes(8, "big") + block)[: size - written]
+            handle.write(piece)
+            digest.update(piece)
+            written += len(piece)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def large_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("chunked") / "holiday.mp4"
+    return path, make_large_mp4(path, FILE_SIZE)
+
+
+@pytest.fixture
+def cloudinary_live(cloudinary_standin: Any, transactional_db: None) -> Any:
+    from backend.core.config import clear_app_config_cache
+    from backend.core.models import AppConfig
+
+    use_provider("cloudinary")
+    AppConfig.objects.update(max_upload_size=200 * MB, max_bytes_per_user_per_day=10 * 1024**3)
+    clear_app_config_cache()
+    return cloudinary_standin
+
+
+def api_session(live_server: Any) -> requests.Session:
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user(username="mobile", password="mobile-password-1")
+    session = requests.Session()
+    answer = session.post(
+        f"{live_server.url}/api/v1/auth/token/",
+        json={"username": "mobile", "password": "mobile-password-1"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    session.headers["Authorization"] = f"Token {answer.json()['token']}"
+    return session
+
+
+def send_chunks(upload: dict[str, Any], path: Path) -> dict[str, Any]:
+    """docs/api.md, step 2 (chunked): one POST per chunk, in order; the last answer returned."""
+    chunked = upload["chunked"]
+    size, total = chunked["chunk_size"], chunked["total_size"]
+    answer: dict[str, Any] = {}
+    with path.open("rb") as handle, requests.Session() as provider:
+        for start in range(0, total, size):
+            data = handle.read(size)
+            end = start + len(data) - 1
+            headers = {
+                **upload["headers"],
+                "Content-Range": chunked["content_range"].format(start=start, end=end, total=total),
+            }
+            response = provider.post(
+                upload["url"],
+                data=upload["fields"],
+                files={"file": (path.name, data, "application/octet-stream")},
+                headers=headers,
+                timeout=120,
+            )
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            if end < total - 1:  # an intermediate chunk's answer: not an asset yet
+                assert answer["done"] is False, answer
+    return answer
+
+
+def test_mobile_chunked_flow_120_mb(
+    cloudinary_live: Any, live_server: Any, large_file: tuple[Path, str]
+) -> None:
+    from backend.uploads.models import MediaUpload
+
+    path, sha256 = large_file
+    api = api_session(live_server)
+    base = f"{live_server.url}/api/v1"
+
+    config = api.get(f"{base}/config/", timeout=30).json()
+    assert config["capabilities"]["large_uploads"] == "chunked"
+    assert config["capabilities"]["max_single_upload"] < FILE_SIZE
+
+    created = api.post(
+        f"{base}/uploads/",
+        json={"filename": "holiday.mp4", "content_type": "video/mp4", "size": FILE_SIZE},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    upload = body["upload"]
+    assert upload["protocol"] == "chunked"
+    assert body["capabilities"] == config["capabilities"]
+    chunked = upload["chunked"]
+    assert chunked["chunk_size"] == config["capabilities"]["part_size"] == 20 * 1024 * 1024
+    assert chunked["chunk_count"] == 6 and chunked["total_size"] == FILE_SIZE
+    assert set(upload["headers"]) == {"X-Unique-Upload-Id"}
+    assert "signature" in upload["fields"] and "api_secret" not in upload["fields"]
+
+    final = send_chunks(upload, path)
+    assert final["public_id"] == body["key"] and final["bytes"] == FILE_SIZE
+
+    confirmed = api.post(f"{base}/uploads/{body['id']}/confirm/", json=final, timeout=60)
+    assert confirmed.status_code == 200, confirmed.text
+    assert confirmed.json()["status"] == "uploaded"
+    row = MediaUpload.objects.get(pk=body["id"])
+    assert (row.status, row.metadata["bytes"]) == ("uploaded", FILE_SIZE)
+
+    stored = cloudinary_live.objects[("video", body["key"])]
+    assert stored.size == FILE_SIZE
+    assert stored.sha256 == sha256
+    assert hashlib.sha256(stored.path.read_bytes()).hexdigest() == sha256
+    assert not cloudinary_live.standin.uploads  # nothing half-assembled left
+
+
+def test_chunked_confirm_refuses_a_forged_final_answer(
+    cloudinary_live: Any, live_server: Any, large_file: tuple[Path, str]
+) -> None:
+    """The last chunk's answer is verified like a single upload's: signature over public_id +
+    version; a client cannot confirm with an answer it made up."""
+    path, _ = large_file
+    api = api_session(live_server)
+    base = f"{live_server.url}/api/v1"
+    body = api.post(
+        f"{base}/uploads/",
+        json={"filename": "holiday.mp4", "content_type": "video/mp4", "size": FILE_SIZE},
+        timeout=30,
+    ).json()
+    final = send_chunks(body["upload"], path)
+    confirm = f"{base}/uploads/{body['id']}/confirm/"
+    for forged in (
+        {**final, "version": int(final["version"]) + 1},
+        {**final, "signature": "0" * len(final["signature"])},
+    ):
+        refused = api.post(confirm, json=forged, timeout=30)
+        assert refused.status_code == 422
+        assert "signature does not verify" in refused.json()["error"]["message"]
+    # The row stayed pending: the genuine answer still confirms it (then the ranged read).
+    confirmed = api.post(confirm, json=final, timeout=60)
+    assert confirmed.status_code == 200 and confirmed.json()["status"] == "uploaded"
+
+
+def test_s3_above_one_request_needs_multipart(memory_storage: Any, django_user_model: Any) -> None:
+    """S3 without multipart cannot carry more than 5 GiB in one request: a 400 naming the
+    multipart endpoint, not instructions S3 would refuse."""
+    from backend.core.config import clear_app_config_cache
+    from backend.core.models import AppConfig
+
+    AppConfig.objects.update(max_upload_size=6 * 1024**3, max_bytes_per_user_per_day=10 * 1024**3)
+    clear_app_config_cache()
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user(username="s3-user"))
+    response = client.post(
+        "/api/v1/uploads/",
+        {"filename": "big.mp4", "content_type": "video/mp4", "size": 5 * 1024**3 + 1},
+        format="json",
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "multipart_required"
+    assert "/api/v1/uploads/multipart/" in error["message"]
+    assert error["details"]["max_single_upload"] == 5 * 1024**3
+    assert error["details"]["large_uploads"] == "multipart"
