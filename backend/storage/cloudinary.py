@@ -405,12 +405,16 @@ class CloudinaryService(CloudStorageService):
         """Cloudinary's chunked upload: the signed fields of `presign_upload`, repeated on every
         chunk, with an `X-Unique-Upload-Id` we choose (random: it names this upload only) and a
         `Content-Range: bytes start-end/total` per chunk. The last chunk's answer is the
-        ordinary upload response (public_id, version, signature), which confirm verifies."""
+        ordinary upload response (public_id, version, signature), which confirm verifies.
+
+        The instructions live as long as Cloudinary accepts the signed fields (an hour after
+        their timestamp, whatever `expires_in` says): a large file needs the time, and every
+        chunk repeats the same fields."""
         single = self.presign_upload(
             ref,
             size=size,
             max_size=size,
-            expires_in=expires_in,
+            expires_in=max(expires_in, SIGNED_PARAMS_LIFETIME),
             notification_url=notification_url,
         )
         return replace(

@@ -7,14 +7,13 @@ the client is plain `requests`, nothing of ours.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
+from tests.fixtures.large_files import sha256_of, write_large_mp4
 from tests.fixtures.providers import use_provider
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -23,29 +22,10 @@ MB = 1000 * 1000
 FILE_SIZE = 120 * MB
 
 
-def make_large_mp4(path: Path, size: int) -> str:
-    """An MP4-looking file (an `ftyp` box first, then random bytes) of `size` bytes, written in
-    blocks; returns its SHA-256."""
-    header = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
-    digest = hashlib.sha256()
-    block = os.urandom(4 * 1024 * 1024)
-    with path.open("wb") as handle:
-        handle.write(header)
-        digest.update(header)
-        written = len(header)
-        while written < size:
-            # Vary each block a little so no two chunks are byte-identical.
-            piece = (written.to_bytes(8, "big") + block)[: size - written]
-            handle.write(piece)
-            digest.update(piece)
-            written += len(piece)
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def large_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     path = tmp_path_factory.mktemp("chunked") / "holiday.mp4"
-    return path, make_large_mp4(path, FILE_SIZE)
+    return path, write_large_mp4(path, FILE_SIZE)
 
 
 @pytest.fixture
@@ -142,7 +122,7 @@ def test_mobile_chunked_flow_120_mb(
     stored = cloudinary_live.objects[("video", body["key"])]
     assert stored.size == FILE_SIZE
     assert stored.sha256 == sha256
-    assert hashlib.sha256(stored.path.read_bytes()).hexdigest() == sha256
+    assert sha256_of(stored.path) == sha256
     assert not cloudinary_live.standin.uploads  # nothing half-assembled left
 
 

@@ -18,6 +18,12 @@
  *   GET    {apiBase}/uploads/{id}/multipart/parts/      (on retry: only missing parts are sent)
  *   DELETE {apiBase}/uploads/{id}/multipart/            (on cancel)
  *
+ * Files above one request's limit at a provider with chunked uploads get `upload.protocol`
+ * "chunked" in the create answer: the same signed request once per chunk (the chunk as `file`,
+ * `upload.headers` plus `Content-Range: bytes start-end/total`), in order; each chunk is retried
+ * with backoff; the last chunk's JSON answer is what confirm takes. What was acknowledged is kept
+ * in localStorage, so picking the same file again after a reload resumes (docs/widget.md).
+ *
  * Usage: <upload-widget api-base="/api/v1"></upload-widget>, or mount(element, options).
  * Events (bubbling CustomEvents on the widget element): upload:progress, upload:done,
  * upload:error, upload:cancel. See docs/widget.md.
@@ -36,7 +42,15 @@ const DEFAULTS = Object.freeze({
   multiple: true,
   multipartThreshold: 100 * 1024 * 1024,
   partConcurrency: 3,
+  // Chunked uploads: attempts per chunk (first try included) and the first backoff delay.
+  chunkAttempts: 5,
+  chunkBackoffMs: 500,
+  resume: true,
 });
+
+// Backoff between attempts of one chunk: chunkBackoffMs, doubled each time, at most this.
+const MAX_CHUNK_BACKOFF_MS = 8_000;
+const RESUME_PREFIX = "upload-widget:chunked:";
 
 // Instructions this close to expiry are not reused for a retry: a fresh presign is cheaper
 // than an upload the provider refuses at the end.
@@ -245,15 +259,24 @@ class UploadItem {
         await this.runMultipart();
         return;
       }
-      if (!this.upload || this.instructionsStale()) {
+      if (!this.upload && this.controller.options.resume) this.restoreChunked();
+      if (!this.upload || (!this.providerPayload && this.instructionsStale())) {
+        this.forgetChunked();
+        this.providerPayload = null;
         this.setState("presigning", "Preparing upload…");
         this.upload = await this.controller.presign(this);
+        this.chunksDone = 0;
       }
       if (this.state === "cancelled") return;
       if (!this.providerPayload) {
-        this.setState("uploading", "Uploading 0 %");
+        this.setState("uploading", this.chunksDone ? "Resuming upload…" : "Uploading 0 %");
         this.controller.announce(`${this.file.name}: uploading`);
-        this.providerPayload = await this.sendToProvider();
+        if (this.upload.upload.protocol === "chunked") {
+          this.providerPayload = await this.sendChunks();
+          this.saveChunked();
+        } else {
+          this.providerPayload = await this.sendToProvider();
+        }
       }
       this.setState("confirming", "Verifying…");
       this.result = await this.controller.confirm(this);
@@ -459,6 +482,155 @@ class UploadItem {
     this.progressed();
   }
 
+  // --- chunked uploads ----------------------------------------------------------------------
+
+  /** Where this file's chunked progress is kept (same name, size and modification time). */
+  get resumeKey() {
+    const f = this.file;
+    return `${RESUME_PREFIX}${f.name}:${f.size}:${f.lastModified || 0}`;
+  }
+
+  saveChunked() {
+    if (!this.controller.options.resume) return;
+    try {
+      const record = { upload: this.upload, chunksDone: this.chunksDone, payload: this.providerPayload || null };
+      localStorage.setItem(this.resumeKey, JSON.stringify(record));
+    } catch {
+      // Storage full or disabled: the upload goes on, it just cannot resume after a reload.
+    }
+  }
+
+  restoreChunked() {
+    try {
+      const saved = JSON.parse(localStorage.getItem(this.resumeKey) || "null");
+      if (saved && saved.upload && saved.upload.upload && saved.upload.upload.protocol === "chunked") {
+        this.upload = saved.upload;
+        this.chunksDone = Number(saved.chunksDone) || 0;
+        // The last chunk was answered before the reload: only confirm is left.
+        this.providerPayload = saved.payload || null;
+      }
+    } catch {
+      this.forgetChunked();
+    }
+  }
+
+  forgetChunked() {
+    try {
+      localStorage.removeItem(this.resumeKey);
+    } catch {
+      // nothing kept
+    }
+  }
+
+  /**
+   * Send the file chunk by chunk with the same instructions; resolves with the last chunk's
+   * JSON answer (the provider's upload response). Chunks already acknowledged (`chunksDone`,
+   * e.g. before a reload) are not sent again.
+   */
+  async sendChunks() {
+    const instructions = this.upload.upload;
+    const { chunk_size: size, content_range: template } = instructions.chunked;
+    const total = this.file.size;
+    const count = Math.max(1, Math.ceil(total / size));
+    this.loaded = Math.min(total, (this.chunksDone || 0) * size);
+    this.lastReported = -1;
+    this.progressed();
+    this.saveChunked();
+    let answer = null;
+    for (let index = this.chunksDone || 0; index < count; index += 1) {
+      const start = index * size;
+      const end = Math.min(total, start + size) - 1;
+      const range = template.replace("{start}", start).replace("{end}", end).replace("{total}", total);
+      answer = await this.sendChunkWithRetries(instructions, start, end, range);
+      this.chunksDone = index + 1;
+      if (index + 1 < count) this.saveChunked();
+    }
+    this.loaded = total;
+    this.progressed();
+    return answer || {};
+  }
+
+  async sendChunkWithRetries(instructions, start, end, range) {
+    const attempts = Math.max(1, Number(this.controller.options.chunkAttempts) || 1);
+    let delay = Math.max(0, Number(this.controller.options.chunkBackoffMs) || 0);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.sendChunk(instructions, start, end, range);
+      } catch (error) {
+        const transient = error instanceof UploadError && isRetryableStatus(error.status) && !error.cancelled;
+        if (!transient || attempt >= attempts || this.state !== "uploading") throw error;
+        this.statusText = `Retrying in ${Math.round(delay / 100) / 10} s (attempt ${attempt + 1} of ${attempts})…`;
+        this.sync();
+        await new Promise((resolve) => {
+          this.backoffTimer = setTimeout(resolve, delay);
+        });
+        this.backoffTimer = null;
+        if (this.state !== "uploading") throw new UploadError("Cancelled", { stage: "upload" });
+        delay = Math.min(MAX_CHUNK_BACKOFF_MS, delay * 2);
+      }
+    }
+  }
+
+  /** One chunk: the instructions' POST with the chunk as `file` and its Content-Range. */
+  sendChunk(instructions, start, end, range) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      this.xhr = xhr;
+      const length = end - start + 1;
+      xhr.open((instructions.method || "POST").toUpperCase(), instructions.url);
+      for (const [name, value] of Object.entries(instructions.headers || {})) {
+        xhr.setRequestHeader(name, value);
+      }
+      xhr.setRequestHeader("Content-Range", range);
+      xhr.upload.onprogress = (event) => {
+        if (!event.lengthComputable) return;
+        // Never backwards: a retried chunk's bytes count once it passes what was shown.
+        const sent = start + Math.round((event.loaded / event.total) * length);
+        this.loaded = Math.max(this.loaded, Math.min(sent, end));
+        this.progressed();
+      };
+      xhr.onload = () => {
+        this.xhr = null;
+        if (xhr.status >= 200 && xhr.status < 300) {
+          this.loaded = Math.max(this.loaded, end + 1);
+          this.progressed();
+          resolve(parseProviderJson(xhr) || {});
+          return;
+        }
+        reject(
+          new UploadError(`The storage provider refused the file: ${providerMessage(xhr)}`, {
+            stage: "upload",
+            status: xhr.status,
+            retryable: true,
+            // Refused for the request's own reasons (signature expired, ranges): start over.
+            restart: xhr.status === 400 || xhr.status === 401 || xhr.status === 403,
+          }),
+        );
+      };
+      xhr.onerror = () => {
+        this.xhr = null;
+        reject(
+          new UploadError("Could not reach the storage provider (network or CORS error).", {
+            stage: "upload",
+            retryable: true,
+          }),
+        );
+      };
+      xhr.onabort = () => {
+        this.xhr = null;
+        const cancelled = new UploadError("Cancelled", { stage: "upload" });
+        cancelled.cancelled = true;
+        reject(cancelled);
+      };
+      const form = new FormData();
+      for (const [name, value] of Object.entries(instructions.fields || {})) {
+        form.append(name, value);
+      }
+      form.append("file", this.file.slice(start, end + 1), this.file.name);
+      xhr.send(form);
+    });
+  }
+
   instructionsStale() {
     const expires = Date.parse(this.upload && this.upload.upload && this.upload.upload.expires_at);
     return !Number.isFinite(expires) || expires - Date.now() < INSTRUCTIONS_SAFETY_MS;
@@ -556,6 +728,7 @@ class UploadItem {
   }
 
   finish() {
+    this.forgetChunked();
     this.loaded = this.file.size;
     this.error = null;
     this.setState("done", "Uploaded");
@@ -590,6 +763,8 @@ class UploadItem {
     if (err.stage === "presign" || err.restart) {
       this.upload = null;
       this.providerPayload = null;
+      this.chunksDone = 0;
+      this.forgetChunked();
     }
     if (err.stage === "upload") this.providerPayload = null;
     this.setState("error", err.message);
@@ -615,9 +790,18 @@ class UploadItem {
     if (this.xhr) this.xhr.abort();
     for (const xhr of this.partXhrs || []) xhr.abort();
     let aborted = Promise.resolve();
+    if (this.backoffTimer) clearTimeout(this.backoffTimer);
     if (this.multipart && this.upload) {
       aborted = this.controller.abortMultipart(this.upload.id);
       this.upload = null;
+    }
+    if (this.upload && this.upload.upload && this.upload.upload.protocol === "chunked") {
+      // The chunks sent so far are no asset; the row is deleted now (its job removes whatever
+      // the provider holds under the key) and a retry starts a new upload.
+      aborted = this.controller.deleteUpload(this.upload.id);
+      this.forgetChunked();
+      this.upload = null;
+      this.chunksDone = 0;
     }
     this.loaded = 0;
     this.providerPayload = null;
@@ -626,7 +810,7 @@ class UploadItem {
     this.controller.emit("upload:cancel", {
       file: this.file,
       uploadId: this.upload ? this.upload.id : null,
-      // Settles once the server knows (a multipart upload's abort request has finished).
+      // Settles once the server knows (a multipart abort or a chunked upload's delete finished).
       aborted,
     });
     this.controller.settled(this);
@@ -869,6 +1053,15 @@ export class UploadController {
   /** Cancel/remove: S3 frees the parts, the row becomes deleted. Best effort (else cleanup). */
   abortMultipart(uploadId) {
     return fetch(`${this.options.apiBase}/uploads/${encodeURIComponent(uploadId)}/multipart/`, {
+      method: "DELETE",
+      headers: this.headers(false),
+      credentials: this.options.credentials,
+    }).catch(() => null);
+  }
+
+  /** Cancel of a chunked upload: DELETE the row (best effort; else the cleanup job expires it). */
+  deleteUpload(uploadId) {
+    return fetch(`${this.options.apiBase}/uploads/${encodeURIComponent(uploadId)}/`, {
       method: "DELETE",
       headers: this.headers(false),
       credentials: this.options.credentials,
