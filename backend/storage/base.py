@@ -461,7 +461,8 @@ class CloudStorageService(abc.ABC):
     def multipart_not_supported(self) -> NotSupported:
         return NotSupported(
             f"The storage provider {self.name!r} does not support multipart uploads; "
-            "use POST /api/v1/uploads/ (single request) instead.",
+            "use POST /api/v1/uploads/ instead (it answers chunked instructions for large "
+            "files where the provider has them).",
             code="multipart_not_supported",
             details={"provider": self.name},
         )

@@ -23,7 +23,7 @@ def _require_s3_contract() -> None:
     if not service.supports_multipart:
         raise NotSupported(
             f"Uppy's S3 plugin needs a storage provider with S3's API; the active provider "
-            f"({service.name}) has none. Use POST /api/v1/uploads/ (single request) instead.",
+            f"({service.name}) has none. Use POST /api/v1/uploads/ instead.",
             code="s3_contract_not_supported",
             details={"provider": service.name},
         )

@@ -56,7 +56,8 @@ MULTIPART_NOT_SUPPORTED = error(
     "Invalid input, or the active provider has no multipart uploads (Cloudinary).",
     "multipart_not_supported",
     "The storage provider 'cloudinary' does not support multipart uploads; use POST "
-    "/api/v1/uploads/ (single request) instead.",
+    "/api/v1/uploads/ instead (it answers chunked instructions for large files where the "
+    "provider has them).",
     {"provider": "cloudinary", "multipart_providers": ["s3"]},
 )
 PROVIDER_DOWN = error(
@@ -65,6 +66,25 @@ PROVIDER_DOWN = error(
     "S3 inspect (HeadObject) is unavailable; retry later.",
     {"provider": "s3", "operation": "inspect (HeadObject)", "code": "SlowDown"},
 )
+
+S3_CAPABILITIES = {
+    "max_single_upload": 5 * 1024**3,
+    "large_uploads": "multipart",
+    "min_part_size": 5 * 1024**2,
+    "max_part_size": 5 * 1024**3,
+    "max_parts": 10_000,
+    "part_size": None,
+    "max_file_size": 10_000 * 5 * 1024**3,
+}
+CLOUDINARY_CAPABILITIES = {
+    "max_single_upload": 100_000_000,
+    "large_uploads": "chunked",
+    "min_part_size": 5 * 1024**2,
+    "max_part_size": 100_000_000,
+    "max_parts": None,
+    "part_size": 20 * 1024**2,
+    "max_file_size": 2_000_000_000,
+}
 
 CREATE_REQUEST_EXAMPLE = OpenApiExample(
     "Ask to upload a photo",
@@ -90,6 +110,7 @@ CREATE_S3_RESPONSE_EXAMPLE = OpenApiExample(
         "size": 482113,
         "expires_at": "2026-01-05T10:10:00Z",
         "upload": {
+            "protocol": "single",
             "method": "POST",
             "url": "https://my-bucket.s3.eu-west-1.amazonaws.com/",
             "fields": {
@@ -103,7 +124,9 @@ CREATE_S3_RESPONSE_EXAMPLE = OpenApiExample(
             },
             "headers": {},
             "expires_at": "2026-01-05T10:10:00Z",
+            "chunked": None,
         },
+        "capabilities": S3_CAPABILITIES,
     },
 )
 CREATE_CLOUDINARY_RESPONSE_EXAMPLE = OpenApiExample(
@@ -120,6 +143,7 @@ CREATE_CLOUDINARY_RESPONSE_EXAMPLE = OpenApiExample(
         "size": 482113,
         "expires_at": "2026-01-05T10:10:00Z",
         "upload": {
+            "protocol": "single",
             "method": "POST",
             "url": "https://api.cloudinary.com/v1_1/demo/image/upload",
             "fields": {
@@ -130,7 +154,45 @@ CREATE_CLOUDINARY_RESPONSE_EXAMPLE = OpenApiExample(
             },
             "headers": {},
             "expires_at": "2026-01-05T10:10:00Z",
+            "chunked": None,
         },
+        "capabilities": CLOUDINARY_CAPABILITIES,
+    },
+)
+CREATE_CLOUDINARY_CHUNKED_RESPONSE_EXAMPLE = OpenApiExample(
+    "Cloudinary above 100 MB: chunked upload instructions",
+    response_only=True,
+    status_codes=["201"],
+    value={
+        "id": UPLOAD_ID,
+        "status": "pending",
+        "provider": "cloudinary",
+        "key": "uploads/42/3f1c7a529a7e4c518d2e6f0b2c1d9e11/holiday",
+        "filename": "holiday.mp4",
+        "content_type": "video/mp4",
+        "size": 120_000_000,
+        "expires_at": "2026-01-05T11:00:00Z",
+        "upload": {
+            "protocol": "chunked",
+            "method": "POST",
+            "url": "https://api.cloudinary.com/v1_1/demo/video/upload",
+            "fields": {
+                "timestamp": "1767607200",
+                "public_id": "uploads/42/3f1c7a529a7e4c518d2e6f0b2c1d9e11/holiday",
+                "overwrite": "false",
+                "api_key": "123456789012345",
+                "signature": "a1b2c3...",
+            },
+            "headers": {"X-Unique-Upload-Id": "5f0c2d9e8b7a41c3a2e1f0d9c8b7a6e5"},
+            "expires_at": "2026-01-05T11:00:00Z",
+            "chunked": {
+                "chunk_size": 20 * 1024**2,
+                "chunk_count": 6,
+                "total_size": 120_000_000,
+                "content_range": "bytes {start}-{end}/{total}",
+            },
+        },
+        "capabilities": CLOUDINARY_CAPABILITIES,
     },
 )
 CONFIRM_S3_REQUEST_EXAMPLE = OpenApiExample(

@@ -78,9 +78,13 @@ class UploadListCreateApi(AuthenticatedApi):
         operation_id="uploads_create",
         summary="Ask for upload instructions (step 1)",
         description=(
-            "Validates the declared file and returns where and how to upload it. Send a "
-            "multipart POST to `upload.url` with every entry of `upload.fields` (in order) and "
-            "the file last, in a part named `file`. Then call the confirm endpoint."
+            "Validates the declared file and returns where and how to upload it. "
+            "`upload.protocol` `single`: send a multipart POST to `upload.url` with every entry "
+            "of `upload.fields` (in order) and the file last, in a part named `file`. `chunked` "
+            "(a file above `capabilities.max_single_upload`): the same POST once per chunk of "
+            "`upload.chunked.chunk_size` bytes, in order, with `upload.headers` and a "
+            "`Content-Range` header, the last chunk after every other was answered; its answer "
+            "is the confirm body. Then call the confirm endpoint."
         ),
         request=UploadCreateInputSerializer,
         responses={
@@ -99,6 +103,7 @@ class UploadListCreateApi(AuthenticatedApi):
             schema.CREATE_REQUEST_EXAMPLE,
             schema.CREATE_S3_RESPONSE_EXAMPLE,
             schema.CREATE_CLOUDINARY_RESPONSE_EXAMPLE,
+            schema.CREATE_CLOUDINARY_CHUNKED_RESPONSE_EXAMPLE,
         ],
     )
     def post(self, request: Request) -> Response:
