@@ -176,3 +176,100 @@ def test_s3_above_one_request_needs_multipart(memory_storage: Any, django_user_m
     assert "/api/v1/uploads/multipart/" in error["message"]
     assert error["details"]["max_single_upload"] == 5 * 1024**3
     assert error["details"]["large_uploads"] == "multipart"
+
+
+def test_cloudinary_protocol_follows_the_size_and_the_account_limit(
+    cloudinary_live: Any, django_user_model: Any, settings: Any
+) -> None:
+    """Up to 100 MB one request, above it chunked (20 MiB chunks, one hour to finish); the
+    account limit is what /config/ reports as the largest file."""
+    from rest_framework.test import APIClient
+
+    settings.CLOUDINARY_MAX_FILE_SIZE = 1_500_000_000
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user(username="sizes"))
+    config = client.get("/api/v1/config/").json()
+    assert config["capabilities"]["max_file_size"] == 1_500_000_000
+
+    def create(size: int) -> dict[str, Any]:
+        response = client.post(
+            "/api/v1/uploads/",
+            {"filename": "clip.mp4", "content_type": "video/mp4", "size": size},
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+        return dict(response.json())
+
+    single = create(100 * MB)["upload"]
+    assert (single["protocol"], single["chunked"], single["headers"]) == ("single", None, {})
+    chunked_body = create(100 * MB + 1)
+    chunked = chunked_body["upload"]
+    assert chunked["protocol"] == "chunked"
+    assert chunked["chunked"] == {
+        "chunk_size": 20 * 1024 * 1024,
+        "chunk_count": 5,
+        "total_size": 100 * MB + 1,
+        "content_range": "bytes {start}-{end}/{total}",
+    }
+    assert set(chunked["fields"]) >= {"timestamp", "public_id", "api_key", "signature"}
+    assert chunked["fields"]["public_id"] == chunked_body["key"]
+    assert len(chunked["headers"]["X-Unique-Upload-Id"]) == 32
+    # Two uploads never share an upload id.
+    assert create(150 * MB)["upload"]["headers"] != chunked["headers"]
+    from datetime import datetime
+
+    lifetime = datetime.fromisoformat(chunked["expires_at"]) - datetime.fromtimestamp(
+        int(chunked["fields"]["timestamp"]), tz=datetime.fromisoformat(chunked["expires_at"]).tzinfo
+    )
+    assert lifetime.total_seconds() == 3600
+
+
+def test_abandoned_chunked_upload_is_expired_by_the_cleanup(
+    cloudinary_live: Any, django_user_model: Any, large_file: tuple[Path, str]
+) -> None:
+    """A client that stops after some chunks (no cancel, no confirm): the row is never
+    `uploaded`; once its instructions and the grace period are past, the cleanup job marks it
+    `expired` and deletes whatever is stored under the key (here: nothing, the chunks are no
+    asset). Had the last chunk landed, the asset would be deleted with it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from rest_framework.test import APIClient
+
+    from backend.uploads import cleanup
+    from backend.uploads.models import MediaUpload
+
+    path, _ = large_file
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.create_user(username="gone"))
+    body = client.post(
+        "/api/v1/uploads/",
+        {"filename": "holiday.mp4", "content_type": "video/mp4", "size": FILE_SIZE},
+        format="json",
+    ).json()
+    upload = body["upload"]
+    size = upload["chunked"]["chunk_size"]
+    with path.open("rb") as handle:
+        for start in (0, size):  # two chunks of six, then the client goes away
+            data = handle.read(size)
+            answer = requests.post(
+                upload["url"],
+                data=upload["fields"],
+                files={"file": (path.name, data)},
+                headers={
+                    **upload["headers"],
+                    "Content-Range": f"bytes {start}-{start + len(data) - 1}/{FILE_SIZE}",
+                },
+                timeout=60,
+            )
+            assert answer.status_code == 200 and answer.json()["done"] is False
+    assert cloudinary_live.standin.uploads  # held by the provider, not an asset
+    assert ("video", body["key"]) not in cloudinary_live.objects
+
+    row = MediaUpload.objects.get(pk=body["id"])
+    report = cleanup.expire_orphans(now=row.expires_at + timedelta(days=1))
+    assert report.deleted == 1, report.summary()
+    row.refresh_from_db()
+    assert row.status == "expired"
+    assert row.expires_at < timezone.now() + timedelta(hours=2)
+    assert ("video", body["key"]) not in cloudinary_live.objects
