@@ -200,6 +200,17 @@ def test_cloudinary_protocol_follows_the_size_and_the_account_limit(
         assert response.status_code == 201, response.content
         return dict(response.json())
 
+    settings.CLOUDINARY_MAX_FILE_SIZE = 150 * MB  # the account's limit, below the policy's
+    too_big = client.post(
+        "/api/v1/uploads/",
+        {"filename": "clip.mp4", "content_type": "video/mp4", "size": 150 * MB + 1},
+        format="json",
+    )
+    assert too_big.status_code == 400
+    assert too_big.json()["error"]["code"] == "file_too_large"
+    assert too_big.json()["error"]["details"]["max_upload_size"] == 150 * MB
+    settings.CLOUDINARY_MAX_FILE_SIZE = 1_500_000_000
+
     single = create(100 * MB)["upload"]
     assert (single["protocol"], single["chunked"], single["headers"]) == ("single", None, {})
     chunked_body = create(100 * MB + 1)

@@ -23,6 +23,7 @@ from backend.core.config import AppConfigSnapshot, get_app_config
 from backend.core.errors import ApplicationError, QuotaExceeded, ValidationFailed
 from backend.core.logs import bind_upload
 from backend.core.sizes import human_size
+from backend.storage import registry
 from backend.storage.base import CloudStorageService, ObjectRef, UploadInstructions
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import keys, sniff
@@ -212,6 +213,14 @@ def _needs_large_upload(service: CloudStorageService, size: int | None) -> bool:
     if size is None or size <= caps.max_single_upload:
         return False
     if caps.large_uploads == "chunked":
+        limit = registry.max_upload_size(service.name)
+        if limit is not None and size > limit:
+            raise ValidationFailed(
+                f"The file is {size} bytes; the storage account takes files of at most {limit} "
+                "bytes.",
+                code="file_too_large",
+                details={"size": size, "max_upload_size": limit},
+            )
         return True
     details: dict[str, Any] = {
         "size": size,
