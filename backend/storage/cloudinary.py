@@ -407,14 +407,13 @@ class CloudinaryService(CloudStorageService):
         `Content-Range: bytes start-end/total` per chunk. The last chunk's answer is the
         ordinary upload response (public_id, version, signature), which confirm verifies.
 
-        The instructions live as long as Cloudinary accepts the signed fields (an hour after
-        their timestamp, whatever `expires_in` says): a large file needs the time, and every
-        chunk repeats the same fields."""
+        Every chunk repeats the same signed fields, so the whole file must be up within the
+        hour Cloudinary accepts them (`expires_at`, as for a single upload)."""
         single = self.presign_upload(
             ref,
             size=size,
             max_size=size,
-            expires_in=max(expires_in, SIGNED_PARAMS_LIFETIME),
+            expires_in=expires_in,
             notification_url=notification_url,
         )
         return replace(

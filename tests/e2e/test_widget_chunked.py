@@ -191,7 +191,8 @@ def test_cancel_mid_way_deletes_the_row_and_leaves_no_asset(
     # No asset under the key; the chunks received are an unfinished upload, not an asset
     # (Cloudinary discards those itself; the stand-in after a day idle).
     assert ("video", row.key) not in cloudinary_standin.objects
-    assert cloudinary_standin.standin.find("video", row.key) is None
+    for delivery_type in ("upload", "authenticated", "private"):
+        assert cloudinary_standin.standin.find("video", row.key, delivery_type) is None
 
 
 def test_reload_mid_way_resumes_from_the_first_unacknowledged_chunk(
