@@ -180,6 +180,8 @@ CREATE_CLOUDINARY_CHUNKED_RESPONSE_EXAMPLE = OpenApiExample(
                 "timestamp": "1767607200",
                 "public_id": "uploads/42/3f1c7a529a7e4c518d2e6f0b2c1d9e11/holiday",
                 "overwrite": "false",
+                "type": "authenticated",
+                "allowed_formats": "mp4",
                 "api_key": "123456789012345",
                 "signature": "a1b2c3...",
             },
