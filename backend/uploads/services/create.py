@@ -216,8 +216,8 @@ def _needs_large_upload(service: CloudStorageService, size: int | None) -> bool:
         limit = registry.max_upload_size(service.name)
         if limit is not None and size > limit:
             raise ValidationFailed(
-                f"The file is {size} bytes; the storage account takes files of at most {limit} "
-                "bytes.",
+                f"The file is {human_size(size)}; the storage account takes files of at most "
+                f"{human_size(limit)}.",
                 code="file_too_large",
                 details={"size": size, "max_upload_size": limit},
             )
@@ -229,15 +229,15 @@ def _needs_large_upload(service: CloudStorageService, size: int | None) -> bool:
     }
     if caps.large_uploads == "multipart":
         raise ValidationFailed(
-            f"The file is {size} bytes; one upload request carries at most "
-            f"{caps.max_single_upload} bytes at the active provider. Larger files go up as a "
-            "multipart upload: POST /api/v1/uploads/multipart/.",
+            f"The file is {human_size(size)}; one upload request carries at most "
+            f"{human_size(caps.max_single_upload)} at the active provider. Larger files go up as "
+            "a multipart upload: POST /api/v1/uploads/multipart/.",
             code="multipart_required",
             details={**details, "endpoint": reverse("multipart-create")},
         )
     raise ValidationFailed(
-        f"The file is {size} bytes; the active provider takes at most {caps.max_single_upload} "
-        "bytes per file.",
+        f"The file is {human_size(size)}; the active provider takes at most "
+        f"{human_size(caps.max_single_upload)} per file.",
         code="file_too_large",
         details={**details, "max_upload_size": caps.max_single_upload},
     )
