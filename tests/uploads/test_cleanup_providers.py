@@ -72,7 +72,8 @@ def test_rows_of_both_providers_each_go_to_their_own_provider(both, owner) -> No
     s3_rows = [orphan_row(owner, "s3") for _ in range(3)]
     cld_rows = [orphan_row(owner, "cloudinary") for _ in range(3)]
     for row in s3_rows:
-        s3.client.put_object(Bucket=S3_TEST_BUCKET, Key=row.key, Body=PNG)
+        # Never confirmed: the object is where the POST form wrote it, the staging key.
+        s3.client.put_object(Bucket=S3_TEST_BUCKET, Key=s3.staged_key(row.key), Body=PNG)
     for row in cld_rows:
         upload_to_cloudinary(cld, row.key)
     # The same public_id at the other provider: it must not be touched.
@@ -82,11 +83,12 @@ def test_rows_of_both_providers_each_go_to_their_own_provider(both, owner) -> No
     with DeleteCallCounter(s3.client) as s3_calls:
         report = cleanup.expire_orphans()
 
-    assert s3_calls.calls == [3]
+    assert s3_calls.calls == [6]  # one call: each row's key and its staging key
     assert report.providers["s3"].deleted == 3 and report.providers["cloudinary"].deleted == 3
     assert cloudinary_ids(cld) == set()
     for row in s3_rows:
         assert not s3.inspect(ObjectRef(row.key)).exists
+        assert not s3.inspect(ObjectRef(s3.staged_key(row.key))).exists
     assert s3.inspect(ObjectRef(cld_rows[0].key)).exists
     assert MediaUpload.objects.exclude(status=UploadStatus.EXPIRED).count() == 0
 

@@ -232,7 +232,9 @@ def create_upload(
     # enforces policies), and confirm re-checks the stored size either way.
     limit = request.size if request.size is not None else request.config.max_upload_size
     instructions = service.presign_upload(
-        ObjectRef(key=key, content_type=request.content_type),
+        ObjectRef(
+            key=key, content_type=request.content_type, checksum_sha256=request.checksum_sha256
+        ),
         size=limit,
         max_size=limit,
         expires_in=expires_in,
