@@ -287,3 +287,39 @@ def test_inspect_with_head_is_one_request_and_handles_an_empty_object(s3_storage
     stored, head = s3_storage.inspect_with_head(ObjectRef("uploads/w/empty"), 4)
     assert (stored.exists, stored.size, head) == (True, 0, b"")
     assert s3_storage.inspect_with_head(ObjectRef("uploads/w/none"), 4)[1] is None
+
+
+def test_promote_never_replaces_the_promoted_object(s3_storage) -> None:
+    ref = ObjectRef("uploads/6/pr/a.txt", "text/plain")
+    staged = s3_storage.staged_key(ref.key)
+    s3_storage.client.put_object(
+        Bucket=S3_TEST_BUCKET, Key=staged, Body=b"first", ContentType="text/plain"
+    )
+    first = s3_storage.promote(ref)
+    assert first.checksum_sha256 == hashlib.sha256(b"first").hexdigest()
+    etag = s3_storage.inspect(ref).etag
+
+    # A replay into staging, then another confirm racing in: the final key keeps its object.
+    s3_storage.client.put_object(
+        Bucket=S3_TEST_BUCKET, Key=staged, Body=b"other", ContentType="text/plain"
+    )
+    again = s3_storage.promote(ref)
+
+    assert again.checksum_sha256 == first.checksum_sha256  # from S3's stored checksum
+    assert s3_storage.inspect(ref).etag == etag
+    assert s3_storage.read_head(ref, 10) == b"first"
+
+
+def test_promote_with_nothing_staged_leaves_the_final_key_empty(s3_storage) -> None:
+    ref = ObjectRef("uploads/6/pr/missing.txt", "text/plain")
+    assert s3_storage.promote(ref).checksum_sha256 is None
+    assert not s3_storage.inspect(ref).exists
+
+
+def test_download_url_pins_type_and_disposition(s3_storage) -> None:
+    html = s3_storage.download_url(ObjectRef("uploads/6/d/page.html", "text/html"))
+    png = s3_storage.download_url(ObjectRef("uploads/6/d/a.png", "image/png"))
+    assert "response-content-type=text%2Fhtml" in html
+    assert "response-content-disposition=attachment" in html
+    assert "response-content-type=image%2Fpng" in png
+    assert "response-content-disposition" not in png

@@ -141,8 +141,9 @@ def test_declared_checksum_not_matching_the_bytes_fails_the_row(
     response = api.post(f"/api/v1/uploads/{upload['id']}/confirm/", {})
 
     assert response.status_code == 422, response.text
-    assert "stored SHA-256 differs from the declared checksum_sha256" in (
-        response.json()["error"]["details"]["reasons"]
+    assert (
+        "stored SHA-256 differs from the declared checksum_sha256"
+        in (response.json()["error"]["details"]["reasons"])
     )
     row = MediaUpload.objects.get(pk=upload["id"])
     assert row.status == UploadStatus.FAILED

@@ -237,9 +237,7 @@ def _finalise_row(
 
     changes: dict[str, Any] = {
         "status": UploadStatus.UPLOADED,
-        "metadata": _success_metadata(
-            service, row, ref, stored, source, promotion.checksum_sha256
-        ),
+        "metadata": _success_metadata(service, row, ref, stored, source, promotion.checksum_sha256),
         "stored_size": stored.size,
         "confirmed_at": now,
         "updated_at": now,

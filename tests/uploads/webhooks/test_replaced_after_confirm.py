@@ -4,8 +4,9 @@ S3: a presigned POST can be reused until it expires (and moto, like S3 for an in
 accepts it), but it names the staging key: confirm copied the object to the final key, which no
 issued credential can write, so the replay changes nothing anyone reads. A write to the final key
 by other means (our own credentials) carries another ETag in its S3 event: the object is checked
-again like a confirm, and the row fails (object deleted) when it no longer matches. Cloudinary: the signed parameters carry `overwrite=false`, so
-Cloudinary (here its stand-in) answers a second upload with the existing asset, unchanged.
+again like a confirm, and the row fails (object deleted) when it no longer matches. Cloudinary:
+the signed parameters carry `overwrite=false`, so Cloudinary (here its stand-in) answers a second
+upload with the existing asset, unchanged.
 """
 
 from __future__ import annotations
