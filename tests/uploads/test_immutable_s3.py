@@ -14,12 +14,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
+from django.conf import settings
+from django.utils import timezone
 
 from backend.storage.base import CompletedPart, MultipartRejected, ObjectRef
+from backend.uploads import cleanup
 from backend.uploads.models import MediaUpload, UploadStatus
 from tests.fixtures.providers import MOTO_SERVER_BUCKET, use_provider
 from tests.uploads.test_api_support import png_bytes
@@ -74,6 +78,13 @@ def test_replayed_form_after_confirm_changes_nothing_anyone_reads(
     head = s3_client(moto_server).head_object(Bucket=MOTO_SERVER_BUCKET, Key=upload["key"])
     assert head["ETag"].strip('"') == etag
     assert MediaUpload.objects.get(pk=upload["id"]).metadata["etag"] == etag
+
+    # The replayed bytes are swept by reconciliation once past its grace; the row's object stays.
+    later = timezone.now() + timedelta(seconds=settings.UPLOAD_RECONCILE_GRACE_SECONDS + 60)
+    report = cleanup.reconcile("s3", now=later)
+    assert report.providers["s3"].deleted == 1
+    assert not object_exists(moto_server, staged)
+    assert requests.get(detail["url"], timeout=TIMEOUT).content == data
 
 
 def test_replayed_multipart_complete_changes_nothing(api, s3_server_storage, moto_server) -> None:
