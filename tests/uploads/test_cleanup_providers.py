@@ -190,3 +190,26 @@ def test_reconcile_at_s3_leaves_multipart_uploads_of_live_rows(both, owner, monk
     assert left == {live.multipart_upload_id}
     assert MediaUpload.objects.get(pk=live.pk).status == UploadStatus.PENDING
     assert not set(strays) & left
+
+
+def test_reconcile_keeps_staged_objects_only_while_their_row_may_be_confirmed(
+    s3_storage: Any, owner: Any
+) -> None:
+    pending = orphan_row(owner, "s3")
+    uploaded = orphan_row(owner, "s3")
+    MediaUpload.objects.filter(pk=uploaded.pk).update(status=UploadStatus.UPLOADED)
+    no_row = f"uploads/{owner.pk}/{uuid.uuid4().hex}/pic"
+    for key in (
+        s3_storage.staged_key(pending.key),  # not confirmed yet: may still be
+        uploaded.key,  # the confirmed object
+        s3_storage.staged_key(uploaded.key),  # a form replayed after confirm
+        s3_storage.staged_key(no_row),  # staged for a row that never was
+    ):
+        s3_storage.client.put_object(Bucket=S3_TEST_BUCKET, Key=key, Body=PNG)
+
+    with override_settings(UPLOAD_RECONCILE_GRACE_SECONDS=0):
+        report = cleanup.reconcile("s3", now=timezone.now() + timedelta(minutes=1))
+
+    assert report.providers["s3"].deleted == 2
+    left = {obj.ref.key for obj in s3_storage.iter_objects("uploads/")}
+    assert left == {s3_storage.staged_key(pending.key), uploaded.key}
