@@ -118,11 +118,25 @@ class ObjectRef:
 
     `key` is the S3 key or the Cloudinary public_id. `content_type` is the declared MIME type
     (Cloudinary derives its resource type from it). `version` is Cloudinary's version once known.
+    `checksum_sha256` is the SHA-256 (hex) the client declared for the bytes, "" when it declared
+    none: `presign_upload` binds it into the instructions where the provider enforces it (S3).
     """
 
     key: str
     content_type: str = "application/octet-stream"
     version: str | None = None
+    checksum_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What `CloudStorageService.promote` left at the final key.
+
+    `checksum_sha256` is the SHA-256 (hex) the provider itself computed over the object now at
+    the final key, None when the provider computes none (compare it with a declared digest)."""
+
+    ref: ObjectRef
+    checksum_sha256: str | None = None
 
 
 #: The Content-Range header of one chunk, as a template: `start` and `end` are the first and
@@ -375,8 +389,29 @@ class CloudStorageService(abc.ABC):
         expires_in: int,
         notification_url: str | None = None,
     ) -> UploadInstructions:
-        """Signed instructions allowing exactly one object at `ref.key`, of `ref.content_type`,
-        at most `max_size` bytes (the declared `size` is what the client said it will send)."""
+        """Signed instructions allowing exactly one object at `staged_key(ref.key)`, of
+        `ref.content_type`, at most `max_size` bytes (the declared `size` is what the client
+        said it will send), with `ref.checksum_sha256` where the provider enforces one."""
+
+    # --- staging and promotion (single-request uploads) ------------------------------------
+    def staged_key(self, key: str) -> str:
+        """The key a single-request upload's instructions let the client write for the final
+        key `key`. Default: the final key itself (a provider whose instructions cannot be
+        replayed after confirm, or that has no server-side copy)."""
+        return key
+
+    def final_key(self, key: str) -> str:
+        """The final key a written key belongs to: `staged_key`'s inverse (any other key is
+        returned as is). Events and Uppy name the staged key; rows record the final one."""
+        return key
+
+    def promote(self, ref: ObjectRef) -> Promotion:
+        """Make the object the client wrote (at `staged_key(ref.key)`) the object at `ref.key`,
+        which no issued credential can write, and drop the staged copy. Never replaces an
+        object already at `ref.key` (that one was promoted or assembled before, and is what
+        gets verified). A staged object that is not there is not an error: verification then
+        finds the final key empty (not uploaded yet). Default: nothing to do."""
+        return Promotion(ref)
 
     def verify_confirmation(self, ref: ObjectRef, payload: Mapping[str, Any]) -> ObjectRef:
         """Check what a client posts at confirm time; return the ref, enriched if needed.
@@ -427,7 +462,8 @@ class CloudStorageService(abc.ABC):
 
     @abc.abstractmethod
     def delete_many(self, refs: Sequence[ObjectRef]) -> DeleteResult:
-        """Delete up to `delete_batch_size` objects in one provider call."""
+        """Delete up to `delete_batch_size` objects in one provider call (with each one's
+        staged copy, where `staged_key` differs from the key)."""
 
     def delete(self, ref: ObjectRef) -> bool:
         result = self.delete_many([ref])

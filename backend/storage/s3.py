@@ -6,6 +6,9 @@ client costs ~65 ms, signing with a cached client ~0.15 ms. boto3 clients are th
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +37,7 @@ from backend.storage.base import (
     ObjectRef,
     PartInstructions,
     ProbeResult,
+    Promotion,
     ProviderCapabilities,
     ProviderNotifications,
     RangeNotSatisfiable,
@@ -45,6 +49,8 @@ from backend.storage.base import (
 )
 from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import S3Settings
+
+logger = logging.getLogger(__name__)
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 _THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "503"})
@@ -63,7 +69,39 @@ _MULTIPART_REFUSALS: dict[str, tuple[MultipartRefusal, str]] = {
         "Every part but the last must be exactly part_size bytes (at least 5 MiB).",
     ),
     "NoSuchUpload": ("upload_gone", "The multipart upload is no longer there."),
+    # CompleteMultipartUpload is sent with If-None-Match: *: an object is already at the key
+    # (an earlier complete assembled it) and is never replaced.
+    "PreconditionFailed": (
+        "upload_gone",
+        "An object is already stored at this key; a completed upload is never replaced.",
+    ),
 }
+#: The path segment under UPLOAD_KEY_PREFIX where single-request uploads land before confirm
+#: promotes them: `<prefix>/_staging/<owner>/<uuid>/<name>` for `<prefix>/<owner>/<uuid>/<name>`.
+#: Final keys start with an owner id, never with this segment. A bucket lifecycle rule on this
+#: prefix (expire after a day) backs up the cleanup (docs/providers.md).
+STAGING_SEGMENT = "_staging"
+#: Types a browser renders as active content (script runs in the bucket's origin): their
+#: presigned GETs answer with Content-Disposition: attachment.
+ACTIVE_CONTENT_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/mathml+xml",
+        "text/javascript",
+        "application/javascript",
+        "application/ecmascript",
+        "text/ecmascript",
+        "multipart/x-mixed-replace",
+    }
+)
 
 
 def multipart_rejected(code: str, reason: str) -> MultipartRejected:
@@ -123,6 +161,29 @@ def _build_client(cfg: S3Settings, budget: resilience.Budget) -> Any:
     return boto3.session.Session().client("s3", **kwargs)
 
 
+def _key_prefix() -> str:
+    prefix = str(settings.UPLOAD_KEY_PREFIX).strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+def _hex_from_base64(value: object) -> str | None:
+    """S3's base64 checksum as lowercase hex (None when absent or malformed)."""
+    if not value:
+        return None
+    try:
+        return base64.b64decode(str(value), validate=True).hex()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _base64_from_hex(value: str) -> str:
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def renders_as_active_content(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() in ACTIVE_CONTENT_TYPES
+
+
 def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -167,7 +228,8 @@ class S3Service(CloudStorageService):
         # Bucket event notifications, configured once on the bucket, published to SNS.
         notifications=ProviderNotifications(source="s3_event", verification="sns"),
     )
-    delete_batch_size = 1000
+    # DeleteObjects takes 1000 keys; each object goes with its staging key (`delete_many`).
+    delete_batch_size = 500
 
     def __init__(self, cfg: S3Settings) -> None:
         self.cfg = cfg
@@ -210,6 +272,9 @@ class S3Service(CloudStorageService):
     ) -> UploadInstructions:
         # S3 notifies through bucket event configuration (SNS), not per upload:
         # notification_url is ignored here.
+        # The form names the STAGING key: the POST policy stays valid until it expires, so a
+        # replayed form after confirm lands there, where nothing reads it; confirm copies the
+        # object to the final key (`promote`), which no issued credential can write.
         expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
         upper = max(1, min(int(size), int(max_size)))
         fields: dict[str, str] = {"Content-Type": ref.content_type}
@@ -219,6 +284,14 @@ class S3Service(CloudStorageService):
             # The policy refuses anything bigger than declared; confirm re-checks the size.
             ["content-length-range", 1, upper],
         ]
+        if ref.checksum_sha256:
+            # S3 computes the SHA-256 of the body and refuses it (BadDigest) unless it is this
+            # one; the policy pins both fields. Confirm compares the copy's checksum too.
+            digest = _base64_from_hex(ref.checksum_sha256)
+            fields["x-amz-checksum-algorithm"] = "SHA256"
+            fields["x-amz-checksum-sha256"] = digest
+            conditions.append({"x-amz-checksum-algorithm": "SHA256"})
+            conditions.append({"x-amz-checksum-sha256": digest})
         if self.cfg.upload_acl:
             fields["acl"] = self.cfg.upload_acl
             conditions.append({"acl": self.cfg.upload_acl})
@@ -226,7 +299,7 @@ class S3Service(CloudStorageService):
         with self._calling("presign_upload", network=False):
             post = self.client.generate_presigned_post(
                 Bucket=self.bucket,
-                Key=ref.key,
+                Key=self.staged_key(ref.key),
                 Fields=fields,
                 Conditions=conditions,
                 ExpiresIn=expiry,
@@ -238,6 +311,78 @@ class S3Service(CloudStorageService):
             headers={},
             expires_at=expires_at,
         )
+
+    # --- staging and promotion --------------------------------------------------------------
+    def staged_key(self, key: str) -> str:
+        prefix = _key_prefix()
+        marker = f"{prefix}{STAGING_SEGMENT}/"
+        if key.startswith(marker):
+            return key
+        rest = key[len(prefix) :] if prefix and key.startswith(prefix) else key
+        return marker + rest
+
+    def final_key(self, key: str) -> str:
+        prefix = _key_prefix()
+        marker = f"{prefix}{STAGING_SEGMENT}/"
+        return prefix + key[len(marker) :] if key.startswith(marker) else key
+
+    def _final_checksum(self, ref: ObjectRef) -> tuple[bool, str | None]:
+        """Whether an object is at the final key, and the SHA-256 S3 stored for it (HEAD with
+        ChecksumMode: S3 keeps the checksum a promoting copy computed)."""
+        with self._calling("promote (HeadObject)") as run:
+            try:
+                head = run(
+                    self.client.head_object,
+                    Bucket=self.bucket,
+                    Key=ref.key,
+                    ChecksumMode="ENABLED",
+                )
+            except ClientError as exc:
+                if _error_code(exc) in _NOT_FOUND_CODES:
+                    return False, None
+                raise
+        return True, _hex_from_base64(head.get("ChecksumSHA256"))
+
+    def promote(self, ref: ObjectRef) -> Promotion:
+        # An object already at the final key was promoted (or assembled by a multipart
+        # complete) before: it is the one to verify, never replaced.
+        exists, checksum = self._final_checksum(ref)
+        if exists:
+            return Promotion(ref, checksum)
+        staged = self.staged_key(ref.key)
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": ref.key,
+            "CopySource": {"Bucket": self.bucket, "Key": staged},
+            # S3 conditional write: refused (412) if an object appeared at the final key since
+            # the HEAD above (two confirms racing), so the final key is written at most once.
+            "IfNoneMatch": "*",
+            # S3 computes the SHA-256 of the copy (the whole object: a POST upload is one part).
+            "ChecksumAlgorithm": "SHA256",
+            "MetadataDirective": "COPY",
+        }
+        if self.cfg.upload_acl:
+            kwargs["ACL"] = self.cfg.upload_acl
+        # A POST upload is at most 5 GiB, the most one CopyObject copies: no UploadPartCopy.
+        with self._calling("promote (CopyObject)") as run:
+            try:
+                response = run(self.client.copy_object, **kwargs)
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in _NOT_FOUND_CODES:
+                    return Promotion(ref)  # nothing staged (yet): verification says so
+                if code != "PreconditionFailed":
+                    raise
+                response = None
+        if response is None:  # another confirm promoted it first
+            return Promotion(ref, self._final_checksum(ref)[1])
+        checksum = _hex_from_base64(response.get("CopyObjectResult", {}).get("ChecksumSHA256"))
+        try:
+            self.delete_many([ObjectRef(key=staged)])
+        except ProviderUnavailable:
+            # The final object is in place; the cleanup's reconcile removes the staged one.
+            logger.warning("promote: staged copy of %s left for the cleanup", ref.key)
+        return Promotion(ref, checksum)
 
     # --- reads -----------------------------------------------------------------------------
     def inspect(self, ref: ObjectRef) -> StoredObject:
@@ -302,16 +447,25 @@ class S3Service(CloudStorageService):
             )
         if not keys:
             return DeleteResult(deleted=[])
+        # Each object goes with its staged copy (a single upload's, or one a replayed form
+        # wrote after confirm): nothing is left behind that a row once accounted for.
+        staged = {key: self.staged_key(key) for key in keys}
+        sent = list(dict.fromkeys([*keys, *staged.values()]))
         with self._calling("delete_many (DeleteObjects)") as run:
             response = run(
                 self.client.delete_objects,
                 Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+                Delete={"Objects": [{"Key": k} for k in sent], "Quiet": True},
             )
         # Quiet mode lists only failures; S3 reports a missing key as deleted.
-        failed = {
+        errors = {
             str(err.get("Key")): f"{err.get('Code')}: {err.get('Message')}"
             for err in response.get("Errors", [])
+        }
+        failed = {
+            key: errors.get(key) or errors[staged[key]]
+            for key in keys
+            if key in errors or staged[key] in errors
         }
         return DeleteResult(deleted=[k for k in keys if k not in failed], failed=failed)
 
@@ -340,11 +494,21 @@ class S3Service(CloudStorageService):
         return ObjectPage(objects=objects, next_token=token)
 
     def download_url(self, ref: ObjectRef, *, expires_in: int = 300) -> str:
+        # The answer's type is the row's verified type, whatever the object's metadata says;
+        # types a browser would run as a page are downloaded instead.
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": ref.key,
+            "ResponseContentType": ref.content_type,
+        }
+        if renders_as_active_content(ref.content_type):
+            name = ref.key.rsplit("/", 1)[-1] or "download"
+            params["ResponseContentDisposition"] = f'attachment; filename="{name}"'
         with self._calling("download_url", network=False):
             return str(
                 self.client.generate_presigned_url(
                     "get_object",
-                    Params={"Bucket": self.bucket, "Key": ref.key},
+                    Params=params,
                     ExpiresIn=max(1, min(int(expires_in), _MAX_URL_EXPIRY)),
                 )
             )
@@ -439,6 +603,8 @@ class S3Service(CloudStorageService):
                 Bucket=self.bucket,
                 Key=ref.key,
                 UploadId=upload_id,
+                # S3 conditional write: a complete never replaces an object at the key (412).
+                IfNoneMatch="*",
                 MultipartUpload={
                     "Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]
                 },

@@ -341,7 +341,9 @@ def reconcile(
     """Delete objects under our prefix at `provider` with no live row, older than the grace.
 
     An object is deleted when no row has its key, or its only row is `expired`, `deleted` or
-    `failed`, and it was last modified before now - UPLOAD_RECONCILE_GRACE_SECONDS (the grace
+    `failed` (a staged object: unless its row is still `pending` or `expiring`; a copy staged
+    for a confirmed row is a replayed form's), and it was last modified before now -
+    UPLOAD_RECONCILE_GRACE_SECONDS (the grace
     covers an upload whose row is being created or confirmed right now). Rows are looked up
     with one query per listing page. On S3, multipart uploads started before the same cutoff are
     aborted too, except those a `pending` or `expiring` row owns: such an upload may still be
@@ -366,7 +368,7 @@ def reconcile(
         pending.clear()
 
     for page in _chunks(service.iter_objects(_prefix(), page_size=page_size), page_size):
-        for obj in _orphans_in_page(provider, page, cutoff):
+        for obj in _orphans_in_page(provider, service, page, cutoff):
             tally.candidates += 1
             report.note(f"{provider}:{obj.ref.key} ({obj.size} bytes, {obj.last_modified:%F %T})")
             if dry_run:
@@ -401,15 +403,30 @@ def _aware(value: datetime) -> datetime:
     return value if timezone.is_aware(value) else timezone.make_aware(value, UTC)
 
 
+#: Rows whose STAGED object (what the client wrote, not yet promoted) reconciliation must leave
+#: alone: it may still be confirmed, or expire_orphans deletes it with its row.
+STAGED_OWNER_STATUSES = (UploadStatus.PENDING, UploadStatus.EXPIRING)
+
+
 def _orphans_in_page(
-    provider: str, page: Sequence[ListedObject], cutoff: datetime
+    provider: str, service: CloudStorageService, page: Sequence[ListedObject], cutoff: datetime
 ) -> Iterator[ListedObject]:
+    """Old objects no live row accounts for: a row's own key while the row is live, or its
+    staged key (`service.staged_key`) while the row may still be confirmed. A staged copy of a
+    row past pending (a form replayed after confirm) is nobody's, so it goes. One query."""
     old = [obj for obj in page if _aware(obj.last_modified) < cutoff]
     if not old:
         return
-    accounted = set(
-        MediaUpload.objects.filter(
-            provider=provider, key__in=[obj.ref.key for obj in old], status__in=LIVE_STATUSES
-        ).values_list("key", flat=True)
-    )
-    yield from (obj for obj in old if obj.ref.key not in accounted)
+    final_of = {obj.ref.key: service.final_key(obj.ref.key) for obj in old}
+    rows = MediaUpload.objects.filter(
+        provider=provider, key__in=set(final_of.values()), status__in=LIVE_STATUSES
+    ).values_list("key", "status")
+    live = dict(rows)
+
+    def accounted(key: str) -> bool:
+        final = final_of[key]
+        if final == key:
+            return key in live
+        return live.get(final) in STAGED_OWNER_STATUSES
+
+    yield from (obj for obj in old if not accounted(obj.ref.key))

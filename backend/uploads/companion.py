@@ -13,7 +13,7 @@ from typing import Any
 from backend.core.errors import NotFound, NotSupported
 from backend.storage.base import UploadInstructions
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import services
+from backend.uploads import selectors, services
 from backend.uploads.models import MediaUpload
 from backend.uploads.services import multipart
 
@@ -49,10 +49,9 @@ def create_multipart_upload(
 
 
 def get_upload_by_key(owner: Any, key: str) -> MediaUpload:
-    """The owner's upload with this key (what Uppy 6 keeps of an upload); else 404."""
-    row = None
-    if owner is not None and getattr(owner, "pk", None) and key:
-        row = MediaUpload.objects.filter(owner_id=owner.pk, key=key).first()
+    """The owner's upload with this key (what Uppy 6 keeps of an upload: the staged key its
+    POST form wrote, or a multipart upload's key); else 404."""
+    row = selectors.get_owner_upload_by_key(owner, key)
     if row is None:
         raise NotFound("No upload with this key.", code="not_found")
     return row

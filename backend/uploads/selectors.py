@@ -48,7 +48,30 @@ def get_upload_for_owner(owner: Any, upload_id: object) -> MediaUpload:
 
 
 def get_upload_by_key(provider: str, key: str) -> MediaUpload | None:
-    return MediaUpload.objects.filter(provider=provider, key=key).first()
+    """The upload at `provider` whose object is at `key`, or was staged there (an event for a
+    single upload's staged key names the row of its final key)."""
+    return MediaUpload.objects.filter(provider=provider, key__in=_keys_for(provider, key)).first()
+
+
+def _keys_for(provider: str, key: str) -> list[str]:
+    try:
+        final = CloudStorageFactory.for_provider(provider).final_key(key)
+    except StorageUnavailable:
+        final = key
+    return list(dict.fromkeys([key, final]))
+
+
+def get_owner_upload_by_key(owner: Any, key: str) -> MediaUpload | None:
+    """The owner's upload whose final or staged key (what Uppy keeps) is `key`, at the active
+    provider's key rule; None when there is none."""
+    if owner is None or not getattr(owner, "pk", None) or not key:
+        return None
+    try:
+        final = CloudStorageFactory.active().final_key(key)
+    except StorageUnavailable:
+        final = key
+    keys = list(dict.fromkeys([key, final]))
+    return MediaUpload.objects.filter(owner_id=owner.pk, key__in=keys).first()
 
 
 def list_uploads_for_owner(owner: Any, status: str | None = None) -> QuerySet[MediaUpload]:

@@ -39,7 +39,7 @@ class Harness:
 def _s3_harness(s3_storage: Any) -> Harness:
     def upload(ref: ObjectRef, instructions: UploadInstructions, data: bytes) -> None:
         # In-process moto cannot receive an HTTP form: put what the form would have put.
-        assert instructions.fields["key"] == ref.key
+        assert instructions.fields["key"] == s3_storage.staged_key(ref.key)
         s3_storage.client.put_object(
             Bucket=s3_storage.bucket,
             Key=instructions.fields["key"],
@@ -114,6 +114,8 @@ def put(harness: Harness, ref: ObjectRef, data: bytes = PNG) -> None:
         ref, size=len(data), max_size=10_000, expires_in=600
     )
     harness.upload(ref, instructions, data)
+    # What the client wrote becomes the object at the final key (S3: a copy from staging).
+    assert harness.service.promote(ref).ref == ref
 
 
 def test_presign_shape(harness: Harness) -> None:
@@ -125,8 +127,10 @@ def test_presign_shape(harness: Harness) -> None:
     assert instructions.url.startswith(("https://", "http://", "memory://"))
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in instructions.fields.items())
     assert isinstance(instructions.headers, dict)
-    # The server-chosen key is pinned in what the client must send.
-    assert ref.key in instructions.fields.values()
+    # The server-chosen key (staged where the provider stages) is pinned in what the client
+    # must send.
+    assert harness.service.staged_key(ref.key) in instructions.fields.values()
+    assert harness.service.final_key(harness.service.staged_key(ref.key)) == ref.key
     assert before + timedelta(seconds=590) <= instructions.expires_at
     # expires_at is when the provider really stops accepting the instructions: what was asked
     # (S3 presigns for exactly that), or Cloudinary's fixed hour for signed parameters.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -48,7 +49,8 @@ def test_post_policy_pins_every_condition(s3_storage) -> None:
 
     assert instructions.method == "POST"
     assert instructions.url == f"https://{S3_TEST_BUCKET}.s3.amazonaws.com/"
-    assert conditions["key"] == ("eq", ref.key)
+    # The form writes the staging key; only confirm's copy writes the final key.
+    assert conditions["key"] == ("eq", "uploads/_staging/3/abc/report.pdf")
     assert conditions["bucket"] == ("eq", S3_TEST_BUCKET)
     assert conditions["content-type"] == ("eq", "application/pdf")
     # Upper bound is the declared size: anything bigger than announced is refused by S3.
@@ -60,9 +62,39 @@ def test_post_policy_pins_every_condition(s3_storage) -> None:
     # Every form field but the policy and signature is named by a condition (S3 rule).
     signed = {k.lower() for k in instructions.fields} - {"policy", "x-amz-signature"}
     assert signed <= set(conditions)
-    assert instructions.fields["key"] == ref.key
+    assert instructions.fields["key"] == "uploads/_staging/3/abc/report.pdf"
+    assert s3_storage.final_key(instructions.fields["key"]) == ref.key
+    assert "x-amz-checksum-sha256" not in conditions  # none declared
     assert instructions.fields["Content-Type"] == "application/pdf"
     assert S3_SETTINGS["AWS_SECRET_ACCESS_KEY"] not in json.dumps(instructions.as_dict())
+
+
+def test_post_policy_binds_a_declared_checksum(s3_storage) -> None:
+    data = b"declared bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    ref = ObjectRef("uploads/3/abc/a.png", "image/png", checksum_sha256=digest)
+
+    instructions = s3_storage.presign_upload(ref, size=len(data), max_size=100, expires_in=60)
+    conditions = conditions_by_name(decode_policy(instructions.fields))
+
+    as_base64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    # Real S3 computes the body's SHA-256 and refuses the POST (BadDigest) unless it matches;
+    # the policy pins both fields, so the client can neither drop nor change them.
+    assert conditions["x-amz-checksum-algorithm"] == ("eq", "SHA256")
+    assert conditions["x-amz-checksum-sha256"] == ("eq", as_base64)
+    assert instructions.fields["x-amz-checksum-algorithm"] == "SHA256"
+    assert instructions.fields["x-amz-checksum-sha256"] == as_base64
+    assert conditions["key"] == ("eq", "uploads/_staging/3/abc/a.png")
+
+
+def test_staged_keys_round_trip_and_never_nest(s3_storage, settings) -> None:
+    assert s3_storage.staged_key("uploads/3/abc/a.png") == "uploads/_staging/3/abc/a.png"
+    assert s3_storage.staged_key("uploads/_staging/3/abc/a.png") == "uploads/_staging/3/abc/a.png"
+    assert s3_storage.final_key("uploads/_staging/3/abc/a.png") == "uploads/3/abc/a.png"
+    assert s3_storage.final_key("uploads/3/abc/a.png") == "uploads/3/abc/a.png"
+    settings.UPLOAD_KEY_PREFIX = ""
+    assert s3_storage.staged_key("3/abc/a.png") == "_staging/3/abc/a.png"
+    assert s3_storage.final_key("_staging/3/abc/a.png") == "3/abc/a.png"
 
 
 def test_policy_size_capped_by_max_and_expiry_by_setting(s3_storage, settings) -> None:
@@ -102,8 +134,16 @@ def test_presigned_post_uploads_through_a_moto_server(s3_server_storage) -> None
     )
 
     assert answer.status_code == 204
+    assert not s3_server_storage.inspect(ref).exists  # the form wrote the staging key
+    staged = s3_server_storage.inspect(ObjectRef(s3_server_storage.staged_key(ref.key)))
+    assert (staged.exists, staged.size) == (True, 5)
+
+    promotion = s3_server_storage.promote(ref)
+
+    assert promotion.checksum_sha256 == hashlib.sha256(b"hello").hexdigest()
     stored = s3_server_storage.inspect(ref)
     assert (stored.exists, stored.size, stored.content_type) == (True, 5, "text/plain")
+    assert not s3_server_storage.inspect(ObjectRef(s3_server_storage.staged_key(ref.key))).exists
     assert (
         stored.url == f"{s3_server_storage.cfg.endpoint_url}/{s3_server_storage.bucket}/{ref.key}"
     )
@@ -117,16 +157,28 @@ def test_read_head_of_empty_object_and_range(s3_storage) -> None:
     assert s3_storage.read_head(ObjectRef("uploads/e/full"), 4) == b"0123"
 
 
-def test_delete_many_batches_up_to_1000(s3_storage) -> None:
-    refs = [ObjectRef(f"uploads/b/{i}") for i in range(1000)]
+def test_delete_many_batches_up_to_500_with_their_staged_copies(s3_storage, monkeypatch) -> None:
+    refs = [ObjectRef(f"uploads/b/{i}") for i in range(500)]
     for ref in refs[:3]:
         s3_storage.client.put_object(Bucket=S3_TEST_BUCKET, Key=ref.key, Body=b"x")
+        s3_storage.client.put_object(
+            Bucket=S3_TEST_BUCKET, Key=s3_storage.staged_key(ref.key), Body=b"y"
+        )
+    sent: list[int] = []
+    real = s3_storage.client.delete_objects
 
+    def counting(**kwargs):
+        sent.append(len(kwargs["Delete"]["Objects"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(s3_storage.client, "delete_objects", counting)
     result = s3_storage.delete_many(refs)
+    monkeypatch.undo()
 
-    assert len(result.deleted) == 1000 and result.failed == {}
-    assert s3_storage.list_objects("uploads/b/").objects == []
-    with pytest.raises(ValueError, match="at most 1000"):
+    assert len(result.deleted) == 500 and result.failed == {}
+    assert sent == [1000]  # one DeleteObjects call: each key and its staged key
+    assert s3_storage.list_objects("uploads/").objects == []
+    with pytest.raises(ValueError, match="at most 500"):
         s3_storage.delete_many([*refs, ObjectRef("uploads/b/one-more")])
 
 
@@ -235,3 +287,39 @@ def test_inspect_with_head_is_one_request_and_handles_an_empty_object(s3_storage
     stored, head = s3_storage.inspect_with_head(ObjectRef("uploads/w/empty"), 4)
     assert (stored.exists, stored.size, head) == (True, 0, b"")
     assert s3_storage.inspect_with_head(ObjectRef("uploads/w/none"), 4)[1] is None
+
+
+def test_promote_never_replaces_the_promoted_object(s3_storage) -> None:
+    ref = ObjectRef("uploads/6/pr/a.txt", "text/plain")
+    staged = s3_storage.staged_key(ref.key)
+    s3_storage.client.put_object(
+        Bucket=S3_TEST_BUCKET, Key=staged, Body=b"first", ContentType="text/plain"
+    )
+    first = s3_storage.promote(ref)
+    assert first.checksum_sha256 == hashlib.sha256(b"first").hexdigest()
+    etag = s3_storage.inspect(ref).etag
+
+    # A replay into staging, then another confirm racing in: the final key keeps its object.
+    s3_storage.client.put_object(
+        Bucket=S3_TEST_BUCKET, Key=staged, Body=b"other", ContentType="text/plain"
+    )
+    again = s3_storage.promote(ref)
+
+    assert again.checksum_sha256 == first.checksum_sha256  # from S3's stored checksum
+    assert s3_storage.inspect(ref).etag == etag
+    assert s3_storage.read_head(ref, 10) == b"first"
+
+
+def test_promote_with_nothing_staged_leaves_the_final_key_empty(s3_storage) -> None:
+    ref = ObjectRef("uploads/6/pr/missing.txt", "text/plain")
+    assert s3_storage.promote(ref).checksum_sha256 is None
+    assert not s3_storage.inspect(ref).exists
+
+
+def test_download_url_pins_type_and_disposition(s3_storage) -> None:
+    html = s3_storage.download_url(ObjectRef("uploads/6/d/page.html", "text/html"))
+    png = s3_storage.download_url(ObjectRef("uploads/6/d/a.png", "image/png"))
+    assert "response-content-type=text%2Fhtml" in html
+    assert "response-content-disposition=attachment" in html
+    assert "response-content-type=image%2Fpng" in png
+    assert "response-content-disposition" not in png

@@ -72,7 +72,8 @@ def test_rows_of_both_providers_each_go_to_their_own_provider(both, owner) -> No
     s3_rows = [orphan_row(owner, "s3") for _ in range(3)]
     cld_rows = [orphan_row(owner, "cloudinary") for _ in range(3)]
     for row in s3_rows:
-        s3.client.put_object(Bucket=S3_TEST_BUCKET, Key=row.key, Body=PNG)
+        # Never confirmed: the object is where the POST form wrote it, the staging key.
+        s3.client.put_object(Bucket=S3_TEST_BUCKET, Key=s3.staged_key(row.key), Body=PNG)
     for row in cld_rows:
         upload_to_cloudinary(cld, row.key)
     # The same public_id at the other provider: it must not be touched.
@@ -82,11 +83,12 @@ def test_rows_of_both_providers_each_go_to_their_own_provider(both, owner) -> No
     with DeleteCallCounter(s3.client) as s3_calls:
         report = cleanup.expire_orphans()
 
-    assert s3_calls.calls == [3]
+    assert s3_calls.calls == [6]  # one call: each row's key and its staging key
     assert report.providers["s3"].deleted == 3 and report.providers["cloudinary"].deleted == 3
     assert cloudinary_ids(cld) == set()
     for row in s3_rows:
         assert not s3.inspect(ObjectRef(row.key)).exists
+        assert not s3.inspect(ObjectRef(s3.staged_key(row.key))).exists
     assert s3.inspect(ObjectRef(cld_rows[0].key)).exists
     assert MediaUpload.objects.exclude(status=UploadStatus.EXPIRED).count() == 0
 
@@ -188,3 +190,26 @@ def test_reconcile_at_s3_leaves_multipart_uploads_of_live_rows(both, owner, monk
     assert left == {live.multipart_upload_id}
     assert MediaUpload.objects.get(pk=live.pk).status == UploadStatus.PENDING
     assert not set(strays) & left
+
+
+def test_reconcile_keeps_staged_objects_only_while_their_row_may_be_confirmed(
+    s3_storage: Any, owner: Any
+) -> None:
+    pending = orphan_row(owner, "s3")
+    uploaded = orphan_row(owner, "s3")
+    MediaUpload.objects.filter(pk=uploaded.pk).update(status=UploadStatus.UPLOADED)
+    no_row = f"uploads/{owner.pk}/{uuid.uuid4().hex}/pic"
+    for key in (
+        s3_storage.staged_key(pending.key),  # not confirmed yet: may still be
+        uploaded.key,  # the confirmed object
+        s3_storage.staged_key(uploaded.key),  # a form replayed after confirm
+        s3_storage.staged_key(no_row),  # staged for a row that never was
+    ):
+        s3_storage.client.put_object(Bucket=S3_TEST_BUCKET, Key=key, Body=PNG)
+
+    with override_settings(UPLOAD_RECONCILE_GRACE_SECONDS=0):
+        report = cleanup.reconcile("s3", now=timezone.now() + timedelta(minutes=1))
+
+    assert report.providers["s3"].deleted == 2
+    left = {obj.ref.key for obj in s3_storage.iter_objects("uploads/")}
+    assert left == {s3_storage.staged_key(pending.key), uploaded.key}

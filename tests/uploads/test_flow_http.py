@@ -138,7 +138,10 @@ def test_s3_html_declared_as_png_is_rejected_and_deleted(
     # The policy pins Content-Type image/png; moto does not enforce it, a real bucket would.
     sent = upload_with(created["upload"], HTML, "image/png")
     assert sent.status_code in (200, 201, 204)
-    assert object_exists(moto_server, created["key"])
+    staged = created["upload"]["fields"]["key"]
+    assert staged != created["key"]  # the form writes the staging key
+    assert object_exists(moto_server, staged)
+    assert not object_exists(moto_server, created["key"])
 
     response = api.post(f"/api/v1/uploads/{created['id']}/confirm/", {})
 
@@ -147,6 +150,7 @@ def test_s3_html_declared_as_png_is_rejected_and_deleted(
     assert err["code"] == "verification_failed"
     assert "first bytes are not PNG" in err["message"]
     assert not object_exists(moto_server, created["key"])
+    assert not object_exists(moto_server, staged)
     row = MediaUpload.objects.get(pk=created["id"])
     assert row.status == UploadStatus.FAILED
     assert api.post(f"/api/v1/uploads/{created['id']}/confirm/", {}).json() == response.json()

@@ -25,8 +25,12 @@ def owner(django_user_model: Any) -> Any:
 
 
 def s3_put(s3: Any, row: MediaUpload, data: bytes, content_type: str | None = None) -> None:
+    """What the client's POST form does: write the staging key (confirm promotes it)."""
     s3.client.put_object(
-        Bucket=S3_TEST_BUCKET, Key=row.key, Body=data, ContentType=content_type or row.content_type
+        Bucket=S3_TEST_BUCKET,
+        Key=s3.staged_key(row.key),
+        Body=data,
+        ContentType=content_type or row.content_type,
     )
 
 
@@ -43,7 +47,8 @@ def test_s3_confirm_records_head_object_facts(s3_storage, owner) -> None:
     row, instructions = services.create_upload(
         owner=owner, filename="a.png", content_type="image/png", size=300
     )
-    assert instructions.fields["key"] == row.key
+    # The form writes the staging key; confirm promotes it to the row's key.
+    assert instructions.fields["key"] == s3_storage.staged_key(row.key) != row.key
     s3_put(s3_storage, row, png_bytes(300))
 
     row = services.confirm_upload(owner=owner, upload_id=row.id, payload={})
@@ -69,6 +74,7 @@ def test_s3_mismatch_deletes_the_object(s3_storage, owner) -> None:
     with pytest.raises(services.VerificationFailed):
         services.confirm_upload(owner=owner, upload_id=row.id, payload={})
     assert not s3_has(s3_storage, row.key)
+    assert not s3_has(s3_storage, s3_storage.staged_key(row.key))
     assert MediaUpload.objects.get(pk=row.pk).status == UploadStatus.FAILED
 
 
@@ -147,7 +153,7 @@ def test_s3_policy_pins_key_type_and_declared_size(s3_storage, owner) -> None:
     )
     policy = json.loads(base64.b64decode(instructions.fields["policy"]))
     conditions = policy["conditions"]
-    assert {"key": row.key} in conditions
+    assert {"key": s3_storage.staged_key(row.key)} in conditions
     assert {"Content-Type": "image/png"} in conditions
     assert ["content-length-range", 1, 1234] in conditions
     assert not any("acl" in c for c in conditions if isinstance(c, dict))

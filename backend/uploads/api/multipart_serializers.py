@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from backend.uploads.api.serializers import (
@@ -22,6 +24,23 @@ class MultipartCreateInputSerializer(StrictInputSerializer):
     filename = FilenameField(max_length=10_000, trim_whitespace=False)
     content_type = StrictCharField(max_length=255)
     size = StrictIntegerField(min_value=1)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        initial = self.initial_data if isinstance(self.initial_data, dict) else {}
+        if "checksum_sha256" in initial:
+            # Refused rather than recorded unverified: S3 computes SHA-256 per part only
+            # (a composite checksum), never over a whole multipart object.
+            raise serializers.ValidationError(
+                {
+                    "checksum_sha256": [
+                        "Not accepted for multipart uploads: the provider cannot verify a "
+                        "SHA-256 of the whole file. Leave it out, or upload the file in one "
+                        "request (POST /api/v1/uploads/, up to capabilities.max_single_upload "
+                        "bytes), where it is enforced."
+                    ]
+                }
+            )
+        return super().validate(attrs)
 
 
 class MultipartCreateOutputSerializer(serializers.Serializer):

@@ -268,7 +268,9 @@ def create_upload(
     bind_upload(upload_id)
     key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     expires_in = min(request.config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
-    ref = ObjectRef(key=key, content_type=request.content_type)
+    ref = ObjectRef(
+        key=key, content_type=request.content_type, checksum_sha256=request.checksum_sha256
+    )
     if chunked and request.size is not None:
         instructions = service.presign_chunked_upload(
             ref,

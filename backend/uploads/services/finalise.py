@@ -100,9 +100,14 @@ def _normalised_stored_type(stored: StoredObject) -> str | None:
     return _CONTENT_TYPE_ALIASES.get(value, value)
 
 
-def verification_problems(row: MediaUpload, stored: StoredObject, head: bytes) -> list[str]:
+def verification_problems(
+    row: MediaUpload, stored: StoredObject, head: bytes, *, checksum: str | None = None
+) -> list[str]:
     """What does not match between the row's declaration and the stored object (empty: all
-    matches). Raises ProviderUnavailable when the provider's answer lacks size or type."""
+    matches). Raises ProviderUnavailable when the provider's answer lacks size or type.
+
+    `checksum`: the SHA-256 (hex) the provider computed over the stored object (`promote`),
+    compared with a declared `checksum_sha256`."""
     max_size = get_app_config().max_upload_size
     stored_type = _normalised_stored_type(stored)
     if stored.size is None or stored_type is None:
@@ -123,7 +128,7 @@ def verification_problems(row: MediaUpload, stored: StoredObject, head: bytes) -
     sniffed = sniff.mismatch_reason(row.content_type, head)
     if sniffed:
         problems.append(sniffed)
-    stored_checksum = str(stored.extra.get("checksum_sha256") or "").lower()
+    stored_checksum = str(checksum or stored.extra.get("checksum_sha256") or "").lower()
     if row.checksum_sha256 and stored_checksum and stored_checksum != row.checksum_sha256:
         problems.append("stored SHA-256 differs from the declared checksum_sha256")
     return problems
@@ -141,6 +146,7 @@ def _success_metadata(
     ref: ObjectRef,
     stored: StoredObject,
     source: str,
+    checksum: str | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "provider": service.name,
@@ -149,6 +155,7 @@ def _success_metadata(
         "bytes": stored.size,
         "content_type": _normalised_stored_type(stored),
         "etag": stored.etag,
+        "checksum_sha256": checksum,
         "version": stored.version or ref.version,
         "verified_by": source,
     }
@@ -212,6 +219,9 @@ def _finalise_row(
         )
     service = CloudStorageFactory.for_upload(row)
     ref = _verify_payload(service, row, payload, source)
+    # What the client wrote (a staged key, where the provider stages) becomes the object at
+    # the row's key, which no issued credential can write: what is verified next stays.
+    promotion = service.promote(ref)
     # Size, type and first bytes from one read, so they describe the same stored bytes.
     stored, head = service.inspect_with_head(ref, sniff.SNIFF_LENGTH)
     if not stored.exists or head is None:
@@ -220,14 +230,14 @@ def _finalise_row(
             code="not_uploaded_yet",
             details={"status": row.status},
         )
-    problems = verification_problems(row, stored, head)
+    problems = verification_problems(row, stored, head, checksum=promotion.checksum_sha256)
     if problems:
         # Failed by us (422), or a concurrent finalise won with what it saw: keep its verdict.
         return _settled(_reject(service, row, ref, problems))
 
     changes: dict[str, Any] = {
         "status": UploadStatus.UPLOADED,
-        "metadata": _success_metadata(service, row, ref, stored, source),
+        "metadata": _success_metadata(service, row, ref, stored, source, promotion.checksum_sha256),
         "stored_size": stored.size,
         "confirmed_at": now,
         "updated_at": now,

@@ -1,10 +1,12 @@
 """A verified upload replaced after confirm, with the same still-valid upload instructions.
 
 S3: a presigned POST can be reused until it expires (and moto, like S3 for an in-policy POST,
-accepts it), so the object can change after confirm. The S3 event for that write carries another
-ETag than the confirmed one: the object is checked again like a confirm, and the row fails (object
-deleted) when it no longer matches. Cloudinary: the signed parameters carry `overwrite=false`, so
-Cloudinary (here its stand-in) answers a second upload with the existing asset, unchanged.
+accepts it), but it names the staging key: confirm copied the object to the final key, which no
+issued credential can write, so the replay changes nothing anyone reads. A write to the final key
+by other means (our own credentials) carries another ETag in its S3 event: the object is checked
+again like a confirm, and the row fails (object deleted) when it no longer matches. Cloudinary:
+the signed parameters carry `overwrite=false`, so Cloudinary (here its stand-in) answers a second
+upload with the existing asset, unchanged.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _form_post(instructions: Any, data: bytes, filename: str, content_type: str)
     )
 
 
-def test_s3_reused_presigned_post_after_confirm_fails_the_upload(
+def test_s3_reused_presigned_post_after_confirm_lands_in_staging(
     s3_http: Any, user: Any, signer: SnsSigner, webhook_client: Client
 ) -> None:
     row, instructions = services.create_upload(
@@ -76,28 +78,34 @@ def test_s3_reused_presigned_post_after_confirm_fails_the_upload(
     confirmed = services.confirm_upload(owner=user, upload_id=row.id, payload={})
     assert confirmed.status == UploadStatus.UPLOADED
 
-    # The same fields again, with markup of the same length: S3 accepts it (policy satisfied).
+    # The same fields again, with markup of the same length: S3 accepts it (policy satisfied),
+    # but the form names the staging key, which nothing reads after confirm.
     assert _form_post(instructions, HTML, "cat.png", "image/png").status_code == 204
+    staged = s3_http.staged_key(row.key)
+    staged_etag, staged_size = _head(s3_http, MOTO_SERVER_BUCKET, staged)
     url = selectors.download_url_for(confirmed)
-    assert url and requests.get(url, timeout=10).content == HTML  # the window events close
-    etag, size = _head(s3_http, MOTO_SERVER_BUCKET, row.key)
-    assert etag != confirmed.metadata["etag"]
+    assert url and requests.get(url, timeout=10).content == PNG
+    assert _head(s3_http, MOTO_SERVER_BUCKET, row.key)[0] == confirmed.metadata["etag"]
 
+    # S3's event for that write names the staging key: the row's object is checked again and
+    # is unchanged, so the row stays as confirmed.
     response = _post_event(
-        webhook_client, signer, row.key, MOTO_SERVER_BUCKET, etag=etag, size=size, sequencer="0B"
+        webhook_client,
+        signer,
+        staged,
+        MOTO_SERVER_BUCKET,
+        etag=staged_etag,
+        size=staged_size,
+        sequencer="0B",
     )
 
     assert response.status_code == 200, response.content
     [result] = response.json()["results"]
-    assert result["result"] == "failed"
-    assert result["reason"].startswith("object replaced after confirm: ")
+    assert result["result"] == "finalised"
     row.refresh_from_db()
-    assert row.status == UploadStatus.FAILED
-    assert row.metadata["failure_reason"].startswith("object replaced after confirm: ")
-    assert row.metadata["object_deleted"] is True
-    assert row.event_sequencer == "0B"
-    assert s3_http.inspect(row.object_ref()).exists is False
-    assert selectors.download_url_for(row) is None
+    assert row.status == UploadStatus.UPLOADED
+    assert row.metadata["etag"] == confirmed.metadata["etag"]
+    assert requests.get(selectors.download_url_for(row) or "", timeout=10).content == PNG
 
 
 # --- S3 events against in-process moto ------------------------------------------------------------
