@@ -90,6 +90,10 @@ class ProviderCapabilities:
     key_extension: Callable[[str], str] = _no_extension
     #: How the provider notifies us; None: it does not.
     notifications: ProviderNotifications | None = None
+    #: Whether a declared SHA-256 is enforced or checked against a digest the provider computes
+    #: over the stored bytes (`promote`). Where not, a declared checksum is refused at create:
+    #: recording a digest nobody checks would promise an integrity the upload does not have.
+    verifies_checksum: bool = False
 
     @property
     def max_upload_size(self) -> int | None:
@@ -109,6 +113,7 @@ class ProviderCapabilities:
             "max_part_size": self.max_part_size,
             "max_parts": self.max_parts,
             "part_size": self.part_size,
+            "verifies_checksum": self.verifies_checksum,
         }
 
 

@@ -227,6 +227,8 @@ class S3Service(CloudStorageService):
         max_parts=10_000,
         # Bucket event notifications, configured once on the bucket, published to SNS.
         notifications=ProviderNotifications(source="s3_event", verification="sns"),
+        # The POST policy pins x-amz-checksum-sha256 and the promoting copy computes SHA-256.
+        verifies_checksum=True,
     )
     # DeleteObjects takes 1000 keys; each object goes with its staging key (`delete_many`).
     delete_batch_size = 500

@@ -467,6 +467,7 @@ def test_config_endpoint(client, memory_storage) -> None:
             "max_part_size": 5 * 1024**3,
             "max_parts": 10_000,
             "part_size": None,
+            "verifies_checksum": True,
             "max_file_size": 10_000 * 5 * 1024**3,
         },
         "max_upload_size": config.max_upload_size,

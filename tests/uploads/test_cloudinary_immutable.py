@@ -22,6 +22,7 @@ from django.test import Client
 from django.utils import timezone
 from dramatiq.brokers.stub import StubBroker
 
+from backend.core.errors import ValidationFailed
 from backend.storage.base import ObjectRef
 from backend.uploads import selectors, services, tasks
 from backend.uploads.models import MediaUpload, UploadStatus
@@ -93,6 +94,42 @@ def test_svg_bytes_for_image_png_are_refused_at_upload(cloudinary_standin, owner
     assert cloudinary_standin.objects == {}
     # A PNG with the same instructions goes through.
     assert _post(instructions, png_bytes(len(SVG)), "pic.png", "image/png").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_declared_checksum_cloudinary_cannot_verify_is_refused_at_create(
+    cloudinary_standin, owner
+) -> None:
+    """Cloudinary computes no SHA-256 over what it stores: a declared digest would be recorded
+    and never checked, so create refuses it (S3 enforces it: tests/uploads/test_immutable_s3.py)."""
+    use_provider("cloudinary")
+    with pytest.raises(ValidationFailed) as refused:
+        services.create_upload(
+            owner=owner,
+            filename="pic.png",
+            content_type="image/png",
+            size=300,
+            checksum_sha256="a" * 64,
+        )
+    assert refused.value.code == "checksum_not_supported"
+    assert not MediaUpload.objects.exists()
+    # Over the API: a 400 that says what to do, and the capability clients can read first.
+    client = Client()
+    client.force_login(owner)
+    answer = client.post(
+        "/api/v1/uploads/",
+        {
+            "filename": "pic.png",
+            "content_type": "image/png",
+            "size": 300,
+            "checksum_sha256": "a" * 64,
+        },
+        content_type="application/json",
+    )
+    assert answer.status_code == 400, answer.content
+    assert answer.json()["error"]["code"] == "checksum_not_supported"
+    config = client.get("/api/v1/config/").json()
+    assert config["capabilities"]["verifies_checksum"] is False
 
 
 @pytest.mark.django_db

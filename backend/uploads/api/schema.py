@@ -74,6 +74,7 @@ S3_CAPABILITIES = {
     "max_part_size": 5 * 1024**3,
     "max_parts": 10_000,
     "part_size": None,
+    "verifies_checksum": True,
     "max_file_size": 10_000 * 5 * 1024**3,
 }
 CLOUDINARY_CAPABILITIES = {
@@ -83,6 +84,7 @@ CLOUDINARY_CAPABILITIES = {
     "max_part_size": 100_000_000,
     "max_parts": None,
     "part_size": 20 * 1024**2,
+    "verifies_checksum": False,
     "max_file_size": 2_000_000_000,
 }
 

@@ -95,6 +95,10 @@ class CapabilitiesSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The chunk size the server chooses for chunked uploads (null otherwise).",
     )
+    verifies_checksum = serializers.BooleanField(
+        help_text="Whether a declared `checksum_sha256` is enforced/verified against the stored "
+        "bytes; where false, create refuses one (400 `checksum_not_supported`)."
+    )
     max_file_size = serializers.IntegerField(
         allow_null=True,
         help_text="The largest file the provider takes (its protocol and account limit); null: "

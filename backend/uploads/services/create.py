@@ -263,6 +263,13 @@ def create_upload(
         checksum_sha256=checksum_sha256,
     )
     service = CloudStorageFactory.active()
+    if request.checksum_sha256 and not service.capabilities.verifies_checksum:
+        raise ValidationFailed(
+            "checksum_sha256 cannot be verified at the active storage provider; send the upload "
+            "without it (confirm still checks size, type and the stored bytes' first block).",
+            code="checksum_not_supported",
+            details={"verifies_checksum": False},
+        )
     chunked = _needs_large_upload(service, request.size)
     upload_id = uuid.uuid4()
     bind_upload(upload_id)
