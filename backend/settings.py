@@ -125,6 +125,8 @@ TEMPLATES = [
     },
 ]
 
+# A pool sized to the threads of one gunicorn worker (each thread holds one connection at most).
+GUNICORN_THREADS_FOR_POOL = _int("GUNICORN_THREADS", 4)
 DATABASES = {
     "default": env.db_url_config(_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")),
 }
@@ -138,6 +140,24 @@ elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # libpq's minimum is 2 s. An explicit ?connect_timeout= in DATABASE_URL wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", _int("DATABASE_CONNECT_TIMEOUT", 3)
+    )
+    if env.bool("DATABASE_POOL", default=False):
+        # psycopg's connection pool (Django >= 5.1), one per process: connections are
+        # returned to it after each request. Django requires CONN_MAX_AGE = 0 with a pool.
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": _int("DATABASE_POOL_MIN_SIZE", 1),
+            "max_size": _int("DATABASE_POOL_MAX_SIZE", GUNICORN_THREADS_FOR_POOL),
+            "timeout": _float("DATABASE_POOL_TIMEOUT", 10.0),
+        }
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+if "pool" not in DATABASES["default"].get("OPTIONS", {}):
+    # Persistent connections by default: opening a PostgreSQL connection per request costs
+    # more than the request itself. A connection is checked before reuse (a restarted
+    # database costs one failed check, never a failed request). DATABASE_CONN_MAX_AGE=0
+    # closes after every request; an explicit ?conn_max_age= in DATABASE_URL wins.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", _int("DATABASE_CONN_MAX_AGE", 600))
+    DATABASES["default"].setdefault(
+        "CONN_HEALTH_CHECKS", env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

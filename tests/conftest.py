@@ -90,7 +90,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 def _clear_cache() -> None:
     from django.core.cache import cache
 
+    from backend.core import config
+
     cache.clear()
+    config.clear_local_copy()
 
 
 @pytest.fixture(autouse=True)
