@@ -39,7 +39,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import BigIntegerField, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.core import metrics
@@ -47,6 +48,7 @@ from backend.core.errors import ServiceUnavailable
 from backend.storage import registry
 from backend.storage.base import CloudStorageService, ListedObject, MultipartSession, ObjectRef
 from backend.storage.factory import CloudStorageFactory
+from backend.uploads import quotas
 from backend.uploads.models import MediaUpload, UploadStatus
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class CleanupReport:
     sample: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     multipart_aborted: int = 0
+    #: Per-user quota counters re-derived from the rows (a drifted counter heals).
+    quotas_recounted: int = 0
 
     def tally(self, provider: str) -> ProviderTally:
         return self.providers.setdefault(provider, ProviderTally())
@@ -201,11 +205,23 @@ def _claim(provider: str, now: datetime, limit: int) -> tuple[datetime, list[dic
         if not ids:
             return timezone.now(), []
         claimed_at = timezone.now()
+        # The pending ones among them leave `pending` here: their quota reservations are
+        # released in this transaction (on PostgreSQL `_pick` holds their row locks, so no
+        # confirm can move them in between).
+        leaving = list(
+            MediaUpload.objects.filter(_pending_orphan_q(now), id__in=ids).values(
+                "owner_id", "created_at", "quota_bytes", "declared_size"
+            )
+        )
         # Conditional: only rows still claimable at this instant (a confirm that committed in
         # between has moved its row out of `pending`, and this UPDATE leaves it alone).
         orphan_candidates(now).filter(id__in=ids).update(
-            status=UploadStatus.EXPIRING, claimed_at=claimed_at, updated_at=claimed_at
+            status=UploadStatus.EXPIRING,
+            claimed_at=claimed_at,
+            updated_at=claimed_at,
+            quota_bytes=Coalesce("declared_size", Value(0), output_field=BigIntegerField()),
         )
+        quotas.release_rows(leaving)
     won = [
         dict(row)
         for row in MediaUpload.objects.filter(
@@ -253,6 +269,8 @@ def expire_orphans(
             logger.warning("expire_orphans: skipping %s: %s", provider, exc.message)
             continue
         _expire_for_provider(report, provider, service, now, limit)
+    if not dry_run:
+        report.quotas_recounted = quotas.recount()
     report.count("expire_orphans")
     return report
 

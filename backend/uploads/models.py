@@ -39,6 +39,10 @@ class MediaUpload(models.Model):
     # Companion's contract) uploads: then set from the provider's own part list or object at
     # complete/confirm, before verification.
     declared_size = models.PositiveBigIntegerField(null=True, blank=True)
+    # What this upload counts against its owner's daily bytes (backend.uploads.quotas): the
+    # declared size, or the policy maximum while a sizeless upload is pending; trued up to the
+    # stored size when it is finalised, to the declared size (0 if none) on any other exit.
+    quota_bytes = models.PositiveBigIntegerField(default=0)
     checksum_sha256 = models.CharField(max_length=64, blank=True, default="")
     status = models.CharField(
         max_length=16, choices=UploadStatus.choices, default=UploadStatus.PENDING
@@ -92,3 +96,24 @@ class MediaUpload(models.Model):
         """A copy of `metadata` with `facts` set: what every state change stores (the row itself
         is not changed; the caller writes the result in its conditional UPDATE)."""
         return {**(self.metadata or {}), **facts}
+
+
+class UploadQuota(models.Model):
+    """One row per user: what `backend.uploads.quotas` reserves against, in O(1).
+
+    `pending_count` is the number of the user's rows in `pending`; `day_bytes` the sum of
+    `quota_bytes` of the rows created on UTC day `day` (a reservation on a later day starts
+    again from 0). The cleanup job re-derives both from `MediaUpload` (a drift heals)."""
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="upload_quota",
+    )
+    pending_count = models.PositiveIntegerField(default=0)
+    day = models.DateField()
+    day_bytes = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"quota of user {self.owner_id}: {self.pending_count} pending, {self.day_bytes} B"

@@ -25,7 +25,8 @@ from backend.core.errors import (
 from backend.core.models import AppConfig
 from backend.storage.factory import CloudStorageFactory
 from backend.uploads import selectors, services
-from backend.uploads.models import MediaUpload, UploadStatus
+from backend.uploads.cleanup import expire_orphans
+from backend.uploads.models import MediaUpload, UploadQuota, UploadStatus
 from tests.fixtures.memory import InMemoryStorageService
 from tests.fixtures.providers import use_provider
 from tests.uploads.test_api_support import HTML, png_bytes, store
@@ -136,8 +137,19 @@ def test_pending_quota(memory_storage, owner, other) -> None:
     assert err.value.code == "too_many_pending_uploads"
     assert err.value.details == {"pending": 2, "max_pending_uploads": 2}
     assert MediaUpload.objects.filter(owner=owner).count() == 2
-    # A pending row past its expiry no longer holds a slot (the cleanup will remove it).
-    MediaUpload.objects.filter(owner=owner).update(expires_at=timezone.now() - timedelta(1))
+    # A pending row holds its slot until it leaves `pending`: deleting one frees it at once.
+    first = MediaUpload.objects.filter(owner=owner).first()
+    assert first is not None
+    services.request_delete(owner=owner, upload_id=first.id)
+    create(owner)
+    with pytest.raises(QuotaExceeded):
+        create(owner)
+    # Past expiry + grace the cleanup expires them, which frees their slots.
+    MediaUpload.objects.filter(owner=owner, status=UploadStatus.PENDING).update(
+        expires_at=timezone.now() - timedelta(days=1)
+    )
+    expire_orphans()
+    create(owner)
     create(owner)
 
 
@@ -150,14 +162,18 @@ def test_daily_bytes_quota(memory_storage, owner) -> None:
         create(owner, size=401)
     assert err.value.code == "daily_quota_exceeded"
     assert err.value.details == {
-        "used_bytes_24h": 600,
+        "used_bytes_today": 600,
         "requested_bytes": 401,
         "max_bytes_per_day": 1000,
     }
     create(owner, size=400)  # exactly at the limit is fine
-    # Declarations older than 24 hours fall out of the window.
-    MediaUpload.objects.update(created_at=timezone.now() - timedelta(hours=25))
+    # Bytes count per UTC day: the first reservation of a new day starts again from 0.
+    yesterday = timezone.now() - timedelta(days=1)
+    MediaUpload.objects.update(created_at=yesterday)
+    UploadQuota.objects.update(day=yesterday.date())
     create(owner, size=1000)
+    with pytest.raises(QuotaExceeded):
+        create(owner, size=1)
 
 
 def test_provider_failure_at_presign_leaves_nothing(memory_storage, owner) -> None:
@@ -176,7 +192,9 @@ def test_no_provider_configured_is_503_and_leaves_nothing(owner, db) -> None:
 
 
 def test_create_query_budget(memory_storage, owner, django_assert_max_num_queries) -> None:
+    """The quota reservation (one statement) and the INSERT; the API adds the token's."""
     get_app_config()  # warm cache
+    create(owner)  # on SQLite a user's first reservation also inserts the counter row
     with django_assert_max_num_queries(2):
         create(owner)
 

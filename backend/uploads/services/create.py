@@ -1,7 +1,8 @@
 """Creating an upload: policy and quota checks, the server-generated key, the signed instructions.
 
-Signing happens before the INSERT: a provider failure leaves nothing behind, and no transaction
-is needed (two queries: the quota aggregate and the INSERT).
+Three queries and no transaction: the quota reservation (one conditional statement, see
+`backend.uploads.quotas`), then signing, then the INSERT. If signing or the INSERT fails, the
+reservation is given back, so a provider failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,23 +11,21 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
 from django.urls import reverse
-from django.utils import timezone
 
 from backend.core import metrics
 from backend.core.config import AppConfigSnapshot, get_app_config
-from backend.core.errors import ApplicationError, QuotaExceeded, ValidationFailed
+from backend.core.errors import ApplicationError, ValidationFailed
 from backend.core.logs import bind_upload
 from backend.core.sizes import human_size
 from backend.storage import registry
 from backend.storage.base import CloudStorageService, ObjectRef, UploadInstructions
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import keys, sniff
+from backend.uploads import keys, quotas, sniff
 from backend.uploads.models import MediaUpload, UploadStatus
 
 logger = logging.getLogger(__name__)
@@ -87,36 +86,6 @@ def _validate_checksum(checksum: str | None) -> str:
     return value
 
 
-def _check_quota(owner: Any, size: int, max_pending: int, max_bytes_per_day: int) -> None:
-    """One aggregate query. A soft limit: two requests racing can overshoot by one upload,
-    which throttling bounds; a lock here would cost a query on every create."""
-    now = timezone.now()
-    usage = MediaUpload.objects.filter(owner_id=owner.pk).aggregate(
-        pending=Count("id", filter=Q(status=UploadStatus.PENDING, expires_at__gt=now)),
-        declared=Sum("declared_size", filter=Q(created_at__gte=now - timedelta(hours=24))),
-    )
-    pending = int(usage["pending"] or 0)
-    declared = int(usage["declared"] or 0)
-    if pending >= max_pending:
-        raise QuotaExceeded(
-            f"You have {pending} unconfirmed uploads; at most {max_pending} may be pending at "
-            "once. Confirm or delete some, or wait for them to expire.",
-            code="too_many_pending_uploads",
-            details={"pending": pending, "max_pending_uploads": max_pending},
-        )
-    if declared + size > max_bytes_per_day:
-        raise QuotaExceeded(
-            f"This upload of {human_size(size)} would bring your last 24 hours to "
-            f"{human_size(declared + size)}; the limit is {human_size(max_bytes_per_day)}.",
-            code="daily_quota_exceeded",
-            details={
-                "used_bytes_24h": declared,
-                "requested_bytes": size,
-                "max_bytes_per_day": max_bytes_per_day,
-            },
-        )
-
-
 def notification_url_for(service: CloudStorageService) -> str | None:
     """The webhook URL signed into each upload, for a provider that takes one
     (`capabilities.notifications.per_upload_url`): PUBLIC_BASE_URL + the route named
@@ -141,12 +110,27 @@ class NewUploadRequest:
     checksum_sha256: str
     display_name: str
 
+    @property
+    def quota_bytes(self) -> int:
+        """What this upload counts against the daily bytes while pending: the declared size,
+        or the policy maximum for a sizeless one (trued up when it leaves `pending`)."""
+        return self.size if self.size is not None else self.config.max_upload_size
+
+    def reservation(self, owner: Any) -> Any:
+        """Context manager: the quota reservation around signing and the INSERT."""
+        limits = quotas.Limits(
+            max_pending=self.config.max_pending_uploads_per_user,
+            max_bytes_per_day=self.config.max_bytes_per_user_per_day,
+        )
+        return quotas.reservation(owner.pk, self.quota_bytes, limits)
+
 
 def validate_new_upload(
     *, owner: Any, filename: str, content_type: str, size: int | None, checksum_sha256: str | None
 ) -> NewUploadRequest:
-    """Authentication, the AppConfig policy (type, size, checksum) and the per-user quotas:
-    what every kind of new upload (single request or multipart) goes through first.
+    """Authentication and the AppConfig policy (type, size, checksum): what every kind of new
+    upload (single request or multipart) goes through first; the caller then reserves the
+    per-user quotas around its provider call and INSERT (`request.reservation(owner)`).
 
     `size=None`: the client cannot tell the size (Uppy through Companion's contract). The
     upload is then bounded by the policy maximum, and the size is taken from the provider
@@ -158,9 +142,6 @@ def validate_new_upload(
     size = _validate_size(size, config.max_upload_size)
     checksum = _validate_checksum(checksum_sha256)
     display_name = keys.sanitise_filename(filename)
-    _check_quota(
-        owner, size or 0, config.max_pending_uploads_per_user, config.max_bytes_per_user_per_day
-    )
     return NewUploadRequest(config, content_type, size, checksum, display_name)
 
 
@@ -198,6 +179,7 @@ def insert_pending(
         original_filename=request.display_name,
         content_type=request.content_type,
         declared_size=request.size,
+        quota_bytes=request.quota_bytes,
         checksum_sha256=request.checksum_sha256,
         status=UploadStatus.PENDING,
         expires_at=expires_at,
@@ -278,25 +260,26 @@ def create_upload(
     ref = ObjectRef(
         key=key, content_type=request.content_type, checksum_sha256=request.checksum_sha256
     )
-    if chunked and request.size is not None:
-        instructions = service.presign_chunked_upload(
-            ref,
-            size=request.size,
-            expires_in=expires_in,
-            notification_url=notification_url_for(service),
-        )
-    else:
-        # max_size = the declared size: the provider then refuses anything else outright (where
-        # it enforces policies), and confirm re-checks the stored size either way.
-        limit = request.size if request.size is not None else request.config.max_upload_size
-        instructions = service.presign_upload(
-            ref,
-            size=limit,
-            max_size=limit,
-            expires_in=expires_in,
-            notification_url=notification_url_for(service),
-        )
-    row = insert_pending(request, owner, upload_id, service, key, instructions.expires_at)
+    with request.reservation(owner):
+        if chunked and request.size is not None:
+            instructions = service.presign_chunked_upload(
+                ref,
+                size=request.size,
+                expires_in=expires_in,
+                notification_url=notification_url_for(service),
+            )
+        else:
+            # max_size = the declared size: the provider then refuses anything else outright
+            # (where it enforces policies), and confirm re-checks the stored size either way.
+            limit = request.size if request.size is not None else request.config.max_upload_size
+            instructions = service.presign_upload(
+                ref,
+                size=limit,
+                max_size=limit,
+                expires_in=expires_in,
+                notification_url=notification_url_for(service),
+            )
+        row = insert_pending(request, owner, upload_id, service, key, instructions.expires_at)
     metrics.PRESIGNS.labels(service.name, "single").inc()
     logger.info(
         "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size

@@ -16,14 +16,14 @@ from backend.core.errors import ProviderUnavailable, StorageUnavailable
 from backend.core.logs import bind_upload
 from backend.storage.base import CloudStorageService, ObjectRef
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import jobs
+from backend.uploads import jobs, quotas
 from backend.uploads.models import MediaUpload, UploadStatus
 from backend.uploads.selectors import get_upload, get_upload_for_owner, parse_upload_id
 from backend.uploads.sequencer import sequencer_is_newer
 
 logger = logging.getLogger(__name__)
 
-_DELETABLE = (UploadStatus.PENDING, UploadStatus.UPLOADED, UploadStatus.FAILED)
+_SETTLED_DELETABLE = (UploadStatus.UPLOADED, UploadStatus.FAILED)
 
 
 #: How far back the sweep looks for deleted rows not checked yet (a scheduler that was down
@@ -110,9 +110,22 @@ def request_delete(*, owner: Any, upload_id: object) -> MediaUpload:
     row = get_upload_for_owner(owner, upload_id)
     bind_upload(row.id)
     with transaction.atomic():
-        if row.status in _DELETABLE:
+        if row.status == UploadStatus.PENDING:
+            # Leaving pending releases the quota reservation: only when this UPDATE wins.
             now = timezone.now()
-            won = MediaUpload.objects.filter(pk=row.pk, status__in=_DELETABLE).update(
+            exit_bytes = quotas.exit_quota_bytes(row)
+            won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
+                status=UploadStatus.DELETING, claimed_at=now, updated_at=now, quota_bytes=exit_bytes
+            )
+            if won:
+                quotas.release_row(row, exit_bytes)
+                row.status, row.claimed_at, row.updated_at = UploadStatus.DELETING, now, now
+                row.quota_bytes = exit_bytes
+            else:
+                row.refresh_from_db()
+        if row.status in _SETTLED_DELETABLE:
+            now = timezone.now()
+            won = MediaUpload.objects.filter(pk=row.pk, status__in=_SETTLED_DELETABLE).update(
                 status=UploadStatus.DELETING, claimed_at=now, updated_at=now
             )
             if won:

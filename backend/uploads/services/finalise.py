@@ -29,7 +29,7 @@ from backend.storage.base import (
     StoredObject,
 )
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import sniff
+from backend.uploads import quotas, sniff
 from backend.uploads.models import MediaUpload, UploadStatus
 from backend.uploads.selectors import get_upload, get_upload_for_owner
 from backend.uploads.services.delete import delete_failed_object
@@ -176,11 +176,17 @@ def _reject(
         "provider": service.name,
         "key": row.key,
     }
+    exit_bytes = quotas.exit_quota_bytes(row)
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
-        status=UploadStatus.FAILED, metadata=metadata, updated_at=timezone.now()
+        status=UploadStatus.FAILED,
+        metadata=metadata,
+        quota_bytes=exit_bytes,
+        updated_at=timezone.now(),
     )
     if not won:
         return MediaUpload.objects.get(pk=row.pk)
+    quotas.release_row(row, exit_bytes)  # this UPDATE won the row's exit from pending
+    row.quota_bytes = exit_bytes
     logger.warning("upload %s failed verification at %s: %s", row.id, row.provider, reason)
     row.status, row.metadata = UploadStatus.FAILED, metadata
     delete_failed_object(service, row, ref, what="the object that failed verification")
@@ -239,6 +245,7 @@ def _finalise_row(
         "status": UploadStatus.UPLOADED,
         "metadata": _success_metadata(service, row, ref, stored, source, promotion.checksum_sha256),
         "stored_size": stored.size,
+        "quota_bytes": stored.size,  # a sizeless upload's reservation trued up
         "confirmed_at": now,
         "updated_at": now,
     }
@@ -249,6 +256,7 @@ def _finalise_row(
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(**changes)
     if not won:
         return _settled(MediaUpload.objects.get(pk=row.pk))
+    quotas.release_row(row, stored.size)  # this UPDATE won the row's exit from pending
     for name, value in changes.items():
         setattr(row, name, value)
     logger.info("upload %s finalised (%s, via %s)", row.id, row.provider, source)

@@ -43,7 +43,7 @@ from backend.storage.base import (
     UploadedPart,
 )
 from backend.storage.factory import CloudStorageFactory
-from backend.uploads import jobs
+from backend.uploads import jobs, quotas
 from backend.uploads.models import MediaUpload, UploadStatus
 from backend.uploads.services.create import insert_pending, new_key, validate_new_upload
 from backend.uploads.services.finalise import finalise_upload, raise_for_state
@@ -135,24 +135,25 @@ def create_multipart_upload(
     bind_upload(upload_id)
     key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     ref = ObjectRef(key=key, content_type=request.content_type)
-    session = service.create_multipart_upload(ref)
-    expires_at = timezone.now() + timedelta(seconds=settings.UPLOAD_MULTIPART_EXPIRY_SECONDS)
-    try:
-        row = insert_pending(
-            request,
-            owner,
-            upload_id,
-            service,
-            key,
-            expires_at,
-            multipart_upload_id=session.upload_id,
-            multipart_part_size=part_size,
-        )
-    except Exception:
-        # No row will ever point at this multipart upload: free it now (reconcile would later).
-        with contextlib.suppress(ServiceUnavailable):
-            service.abort_multipart_upload(ref, session.upload_id)
-        raise
+    with request.reservation(owner):
+        session = service.create_multipart_upload(ref)
+        expires_at = timezone.now() + timedelta(seconds=settings.UPLOAD_MULTIPART_EXPIRY_SECONDS)
+        try:
+            row = insert_pending(
+                request,
+                owner,
+                upload_id,
+                service,
+                key,
+                expires_at,
+                multipart_upload_id=session.upload_id,
+                multipart_part_size=part_size,
+            )
+        except Exception:
+            # No row will ever point at this multipart upload: free it now (reconcile later).
+            with contextlib.suppress(ServiceUnavailable):
+                service.abort_multipart_upload(ref, session.upload_id)
+            raise
     metrics.PRESIGNS.labels(service.name, "multipart").inc()
     logger.info(
         "multipart upload %s created at %s (%s, %s bytes, parts of %s)",
@@ -363,12 +364,15 @@ def abort_multipart_upload(row: MediaUpload) -> MediaUpload:
     service = CloudStorageFactory.for_upload(row)
     service.abort_multipart_upload(row.object_ref(), row.multipart_upload_id)
     now = timezone.now()
+    exit_bytes = quotas.exit_quota_bytes(row)
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(
         status=UploadStatus.DELETED,
         metadata=row.metadata_with(deleted_at=now.isoformat(), deleted_reason="aborted by client"),
+        quota_bytes=exit_bytes,
         updated_at=now,
     )
     if won:
+        quotas.release_row(row, exit_bytes)
         _remove_assembled_object(row)
     row.refresh_from_db()
     if not won and row.status == UploadStatus.UPLOADED:
