@@ -1,5 +1,5 @@
 # Common tasks. `make demo` and `make test` are the two README commands.
-.PHONY: help install demo test test-sqlite lint format typecheck bench migrate
+.PHONY: help install demo test test-sqlite lint format typecheck bench bench-http migrate
 
 help:
 	@echo "make demo       start the demo: Cloudinary stand-in + S3 emulator, SQLite, in-process jobs; prints the logins"
@@ -7,7 +7,8 @@ help:
 	@echo "make test-sqlite  only the SQLite run (fast loop)"
 	@echo "make lint       ruff, mypy, import-linter (layers), provider-name rule, eslint"
 	@echo "make format     ruff format + autofix"
-	@echo "make bench      run the benchmarks under bench/"
+	@echo "make bench      run the in-process benchmarks under bench/"
+	@echo "make bench-http the presign path as deployed: gunicorn + PostgreSQL + Redis + wrk"
 	@echo "make install    create .venv and install the pinned dependencies"
 
 install:
@@ -33,7 +34,10 @@ typecheck: install
 	DJANGO_SETTINGS_MODULE=backend.settings_test .venv/bin/mypy backend
 
 bench: install
-	@for f in bench/*.py; do echo "==> $$f"; .venv/bin/python $$f || exit 1; done
+	@for f in bench/*.py; do [ $$f = bench/http_presign.py ] && continue; echo "==> $$f"; .venv/bin/python $$f || exit 1; done
+
+bench-http: install
+	.venv/bin/python bench/http_presign.py
 
 migrate: install
 	.venv/bin/python manage.py migrate

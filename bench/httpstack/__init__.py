@@ -1,0 +1,1 @@
+"""Bench-only Django modules for bench/http_presign.py (never imported by backend/)."""
