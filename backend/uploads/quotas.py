@@ -37,6 +37,7 @@ from django.db.models import (
     Sum,
     Value,
     When,
+    sql,
 )
 from django.db.models.functions import Coalesce, Greatest
 
@@ -72,6 +73,42 @@ WHERE q.pending_count < %(max_pending)s
       <= %(max_bytes)s
 RETURNING q.pending_count
 """
+_PG_RESERVE_POSITIONAL = (
+    _PG_RESERVE.replace("%(owner)s", "%s")
+    .replace("%(day)s", "%s")
+    .replace("%(nbytes)s", "%s")
+    .replace("%(max_pending)s", "%s")
+    .replace("%(max_bytes)s", "%s")
+)
+
+
+def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: Limits) -> bool:
+    """The reservation and the row's INSERT in one statement (one round trip): the INSERT
+    selects from the reservation's RETURNING, so a refused reservation inserts nothing."""
+    query = sql.InsertQuery(MediaUpload)
+    query.insert_values(list(MediaUpload._meta.concrete_fields), [row])
+    [(insert_sql, insert_params)] = query.get_compiler(connection=connection).as_sql()
+    head, sep, values = insert_sql.partition(" VALUES (")
+    if not sep or not values.endswith(")"):  # pragma: no cover - Django's INSERT shape
+        raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
+    # Built from Django's own compiled INSERT and a quoted table name; every value is a
+    # parameter.
+    statement = (  # noqa: S608
+        "WITH reserved AS ("
+        + _PG_RESERVE_POSITIONAL.format(table=connection.ops.quote_name(UploadQuota._meta.db_table))
+        + f") {head} SELECT {values[:-1]} FROM reserved"  # noqa: S608
+    )
+    params = (
+        row.owner_id,
+        day,
+        nbytes,
+        limits.max_pending,
+        limits.max_bytes_per_day,
+        *insert_params,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.rowcount == 1
 
 
 def _reserve_postgres(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
@@ -205,6 +242,23 @@ def reservation(owner_id: Any, nbytes: int, limits: Limits) -> Iterator[None]:
     except BaseException:
         release(owner_id, day=day, bytes_delta=-nbytes)
         raise
+
+
+def insert_reserved(row: MediaUpload, nbytes: int, limits: Limits) -> None:
+    """INSERT the new pending `row` if the reservation of `nbytes` fits, else QuotaExceeded.
+    On PostgreSQL one statement; elsewhere a reservation, then the INSERT (given back if the
+    INSERT fails)."""
+    day = utc_today()
+    if nbytes > limits.max_bytes_per_day or limits.max_pending < 1:
+        raise _refusal(row.owner_id, day, nbytes, limits)
+    if connection.vendor == "postgresql":
+        if not _insert_reserved_postgres(row, day, nbytes, limits):
+            raise _refusal(row.owner_id, day, nbytes, limits)
+        row._state.adding = False
+        row._state.db = connection.alias
+        return
+    with reservation(row.owner_id, nbytes, limits):
+        row.save(force_insert=True)
 
 
 def _day_start(day: date) -> datetime:

@@ -1,8 +1,9 @@
 """Creating an upload: policy and quota checks, the server-generated key, the signed instructions.
 
-Three queries and no transaction: the quota reservation (one conditional statement, see
-`backend.uploads.quotas`), then signing, then the INSERT. If signing or the INSERT fails, the
-reservation is given back, so a provider failure leaves nothing behind.
+Signing first (local, no network), then on PostgreSQL one statement that reserves the quota
+and inserts the row (`backend.uploads.quotas.insert_reserved`); elsewhere the reservation and the
+INSERT, the reservation given back if the INSERT fails. No transaction; a provider failure leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -116,13 +117,16 @@ class NewUploadRequest:
         or the policy maximum for a sizeless one (trued up when it leaves `pending`)."""
         return self.size if self.size is not None else self.config.max_upload_size
 
-    def reservation(self, owner: Any) -> Any:
-        """Context manager: the quota reservation around signing and the INSERT."""
-        limits = quotas.Limits(
+    @property
+    def limits(self) -> quotas.Limits:
+        return quotas.Limits(
             max_pending=self.config.max_pending_uploads_per_user,
             max_bytes_per_day=self.config.max_bytes_per_user_per_day,
         )
-        return quotas.reservation(owner.pk, self.quota_bytes, limits)
+
+    def reservation(self, owner: Any) -> Any:
+        """Context manager: the quota reservation around a provider call and the INSERT."""
+        return quotas.reservation(owner.pk, self.quota_bytes, self.limits)
 
 
 def validate_new_upload(
@@ -161,7 +165,7 @@ def new_key(
     )
 
 
-def insert_pending(
+def pending_row(
     request: NewUploadRequest,
     owner: Any,
     upload_id: uuid.UUID,
@@ -170,8 +174,8 @@ def insert_pending(
     expires_at: datetime,
     **columns: Any,
 ) -> MediaUpload:
-    """The `pending` row of a validated request, at `service` (plus kind-specific `columns`)."""
-    return MediaUpload.objects.create(
+    """The (unsaved) `pending` row of a validated request, at `service`."""
+    return MediaUpload(
         id=upload_id,
         owner=owner,
         provider=service.name,
@@ -185,6 +189,22 @@ def insert_pending(
         expires_at=expires_at,
         **columns,
     )
+
+
+def insert_pending(
+    request: NewUploadRequest,
+    owner: Any,
+    upload_id: uuid.UUID,
+    service: CloudStorageService,
+    key: str,
+    expires_at: datetime,
+    **columns: Any,
+) -> MediaUpload:
+    """INSERT the `pending` row of a validated request (plus kind-specific `columns`); the
+    caller holds the quota reservation (`request.reservation(owner)`)."""
+    row = pending_row(request, owner, upload_id, service, key, expires_at, **columns)
+    row.save(force_insert=True)
+    return row
 
 
 def _needs_large_upload(service: CloudStorageService, size: int | None) -> bool:
@@ -260,26 +280,29 @@ def create_upload(
     ref = ObjectRef(
         key=key, content_type=request.content_type, checksum_sha256=request.checksum_sha256
     )
-    with request.reservation(owner):
-        if chunked and request.size is not None:
-            instructions = service.presign_chunked_upload(
-                ref,
-                size=request.size,
-                expires_in=expires_in,
-                notification_url=notification_url_for(service),
-            )
-        else:
-            # max_size = the declared size: the provider then refuses anything else outright
-            # (where it enforces policies), and confirm re-checks the stored size either way.
-            limit = request.size if request.size is not None else request.config.max_upload_size
-            instructions = service.presign_upload(
-                ref,
-                size=limit,
-                max_size=limit,
-                expires_in=expires_in,
-                notification_url=notification_url_for(service),
-            )
-        row = insert_pending(request, owner, upload_id, service, key, instructions.expires_at)
+    # Signing is local (no provider round trip); then one statement reserves the quota and
+    # inserts the row (backend.uploads.quotas.insert_reserved): nothing to give back if either
+    # fails.
+    if chunked and request.size is not None:
+        instructions = service.presign_chunked_upload(
+            ref,
+            size=request.size,
+            expires_in=expires_in,
+            notification_url=notification_url_for(service),
+        )
+    else:
+        # max_size = the declared size: the provider then refuses anything else outright (where
+        # it enforces policies), and confirm re-checks the stored size either way.
+        limit = request.size if request.size is not None else request.config.max_upload_size
+        instructions = service.presign_upload(
+            ref,
+            size=limit,
+            max_size=limit,
+            expires_in=expires_in,
+            notification_url=notification_url_for(service),
+        )
+    row = pending_row(request, owner, upload_id, service, key, instructions.expires_at)
+    quotas.insert_reserved(row, request.quota_bytes, request.limits)
     metrics.PRESIGNS.labels(service.name, "single").inc()
     logger.info(
         "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size
