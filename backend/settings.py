@@ -259,6 +259,12 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Where the throttles keep their sliding windows (backend/core/throttling.py): one round trip
+# per check. Empty: DRF's cache-based throttle (development and tests).
+THROTTLE_REDIS_URL = _str("THROTTLE_REDIS_URL", REDIS_URL)
+THROTTLE_KEY_PREFIX = _str("THROTTLE_KEY_PREFIX", "upload-broker:")
+THROTTLE_REDIS_TIMEOUT_SECONDS = _float("THROTTLE_REDIS_TIMEOUT_SECONDS", 2.0)
+
 # --- Storage providers -------------------------------------------------------------------------
 # Cloudinary: either the three variables or CLOUDINARY_URL=cloudinary://key:secret@cloud_name
 CLOUDINARY_URL = _str("CLOUDINARY_URL", "")

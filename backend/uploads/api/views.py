@@ -13,11 +13,12 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle, ScopedRateThrottle, SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from backend.core.config import get_app_config
 from backend.core.errors import StorageUnavailable, ValidationFailed
+from backend.core.throttling import ScopedRateThrottle, SimpleRateThrottle
 from backend.storage import registry
 from backend.storage.base import CloudStorageService
 from backend.storage.factory import CloudStorageFactory
