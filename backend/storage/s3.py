@@ -18,6 +18,9 @@ from typing import Any
 from urllib.parse import quote
 
 import boto3
+import botocore.auth
+from botocore.auth import S3SigV4PostAuth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -137,6 +140,55 @@ def drop_clients() -> None:
     """Forget cached clients (tests, after the settings they were built from changed)."""
     with _client_lock:
         _clients.clear()
+        _post_targets.clear()
+
+
+# Per client and bucket: (form URL, signing region) of a presigned POST. Both depend only on the
+# client's settings and the bucket, so botocore's endpoint resolution (most of the cost of
+# generate_presigned_post) runs once, and later policies are signed directly.
+_post_targets: dict[tuple[int, str], tuple[str, str]] = {}
+
+
+def _post_target(client: Any, bucket: str) -> tuple[str, str]:
+    target = _post_targets.get((id(client), bucket))
+    if target is None:
+        post = client.generate_presigned_post(Bucket=bucket, Key="probe", ExpiresIn=60)
+        # x-amz-credential is AKID/date/REGION/s3/aws4_request.
+        region = post["fields"]["x-amz-credential"].split("/")[2]
+        target = (post["url"], region)
+        with _client_lock:
+            _post_targets[(id(client), bucket)] = target
+    return target
+
+
+def sign_post(
+    client: Any,
+    bucket: str,
+    key: str,
+    fields: dict[str, str],
+    conditions: list[Any],
+    expires_in: int,
+) -> dict[str, Any]:
+    """What `client.generate_presigned_post(...)` returns, signed directly with botocore's own
+    S3SigV4PostAuth: the same policy (conditions, then bucket and key, then the signature's
+    own), the same fields, the same URL. tests/storage/test_s3_service.py compares the two."""
+    credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
+    if credentials is None or key.endswith("${filename}"):
+        return client.generate_presigned_post(  # type: ignore[no-any-return]
+            Bucket=bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
+        )
+    url, region = _post_target(client, bucket)
+    fields = {**fields, "key": key}
+    expires = botocore.auth.get_current_datetime() + timedelta(seconds=expires_in)
+    policy = {
+        "expiration": expires.strftime(botocore.auth.ISO8601),
+        "conditions": [*conditions, {"bucket": bucket}, {"key": key}],
+    }
+    request = AWSRequest(method="POST", url=url)
+    request.context["s3-presign-post-fields"] = fields
+    request.context["s3-presign-post-policy"] = policy
+    S3SigV4PostAuth(credentials.get_frozen_credentials(), "s3", region).add_auth(request)
+    return {"url": url, "fields": request.context["s3-presign-post-fields"]}
 
 
 def _build_client(cfg: S3Settings, budget: resilience.Budget) -> Any:
@@ -280,7 +332,7 @@ class S3Service(CloudStorageService):
         expiry = max(1, min(int(expires_in), settings.UPLOAD_MAX_PRESIGN_EXPIRY))
         upper = max(1, min(int(size), int(max_size)))
         fields: dict[str, str] = {"Content-Type": ref.content_type}
-        # generate_presigned_post adds {"bucket": ...} and {"key": <exact key>} itself.
+        # sign_post adds {"bucket": ...} and {"key": <exact key>} (as generate_presigned_post).
         conditions: list[Any] = [
             {"Content-Type": ref.content_type},
             # The policy refuses anything bigger than declared; confirm re-checks the size.
@@ -299,12 +351,8 @@ class S3Service(CloudStorageService):
             conditions.append({"acl": self.cfg.upload_acl})
         expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
         with self._calling("presign_upload", network=False):
-            post = self.client.generate_presigned_post(
-                Bucket=self.bucket,
-                Key=self.staged_key(ref.key),
-                Fields=fields,
-                Conditions=conditions,
-                ExpiresIn=expiry,
+            post = sign_post(
+                self.client, self.bucket, self.staged_key(ref.key), fields, conditions, expiry
             )
         return UploadInstructions(
             method="POST",

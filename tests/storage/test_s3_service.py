@@ -323,3 +323,62 @@ def test_download_url_pins_type_and_disposition(s3_storage) -> None:
     assert "response-content-disposition=attachment" in html
     assert "response-content-type=image%2Fpng" in png
     assert "response-content-disposition" not in png
+
+
+@pytest.mark.parametrize(
+    "client_kwargs",
+    [
+        {"region_name": "eu-west-1"},
+        {"region_name": "us-east-1"},
+        {"region_name": "eu-central-1", "aws_session_token": "session-token-1"},
+        {"region_name": "us-east-1", "endpoint_url": "http://127.0.0.1:9"},
+    ],
+)
+def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_kwargs) -> None:
+    """sign_post (botocore's S3SigV4PostAuth, endpoint resolved once) returns exactly what
+    generate_presigned_post returns: URL, every field, the policy byte for byte, the signature."""
+    import base64
+    import datetime as dt
+    import json
+
+    import boto3
+    import botocore.auth
+    import botocore.signers
+    from botocore.config import Config
+
+    from backend.storage import s3
+
+    fixed = dt.datetime(2026, 12, 2, 3, 4, 5)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: fixed)
+    monkeypatch.setattr(botocore.signers, "get_current_datetime", lambda: fixed)
+    path_style = "endpoint_url" in client_kwargs
+    client = boto3.session.Session().client(
+        "s3",
+        aws_access_key_id="AKIDEXAMPLE000000000",
+        aws_secret_access_key="secret-example",
+        config=Config(
+            signature_version="s3v4", s3={"addressing_style": "path" if path_style else "auto"}
+        ),
+        **client_kwargs,
+    )
+    key = "uploads/7/0f0e/photo.png"
+    fields = {"Content-Type": "image/png", "acl": "private"}
+    conditions = [
+        {"Content-Type": "image/png"},
+        ["content-length-range", 1, 1000],
+        {"acl": "private"},
+    ]
+    s3.drop_clients()
+    for _ in range(2):  # the first call resolves the endpoint, the second reuses it
+        ours = s3.sign_post(client, "bench-bucket", key, dict(fields), list(conditions), 600)
+        theirs = client.generate_presigned_post(
+            Bucket="bench-bucket",
+            Key=key,
+            Fields=dict(fields),
+            Conditions=list(conditions),
+            ExpiresIn=600,
+        )
+        assert ours == theirs
+    policy = json.loads(base64.b64decode(ours["fields"]["policy"]))
+    assert policy["expiration"] == "2026-12-02T03:14:05Z"
+    assert {"key": key} in policy["conditions"]
