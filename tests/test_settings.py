@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,3 +182,43 @@ def test_a_non_numeric_number_names_the_variable() -> None:
     result = load_settings(**PRODUCTION_OK, UPLOAD_ORPHAN_GRACE_SECONDS="one hour")
     assert result.returncode != 0
     assert "UPLOAD_ORPHAN_GRACE_SECONDS must be a whole number, got 'one hour'" in result.stderr
+
+
+def _database_settings(**env: str) -> dict[str, Any]:
+    import json
+
+    from tests.fixtures.processes import run_python
+
+    result = run_python(
+        "import json; from django.conf import settings; "
+        "d = settings.DATABASES['default']; "
+        "keys = ('CONN_MAX_AGE', 'CONN_HEALTH_CHECKS', 'OPTIONS'); "
+        "print(json.dumps({k: d.get(k) for k in keys}))",
+        DJANGO_SETTINGS_MODULE="backend.settings",
+        **{**PRODUCTION_OK, **env},
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_a_deployment_with_only_database_url_keeps_connections() -> None:
+    db = _database_settings(DATABASE_URL="postgres://u:p@db.internal:5432/uploads")
+    assert db["CONN_MAX_AGE"] == 600
+    assert db["CONN_HEALTH_CHECKS"] is True
+    assert "pool" not in db["OPTIONS"]
+    assert (
+        _database_settings(
+            DATABASE_URL="postgres://u:p@db.internal:5432/uploads", DATABASE_CONN_MAX_AGE="0"
+        )["CONN_MAX_AGE"]
+        == 0
+    )
+
+
+def test_database_pool_replaces_persistent_connections() -> None:
+    db = _database_settings(
+        DATABASE_URL="postgres://u:p@db.internal:5432/uploads",
+        DATABASE_POOL="1",
+        DATABASE_POOL_MAX_SIZE="8",
+    )
+    assert db["CONN_MAX_AGE"] == 0  # Django refuses a pool with persistent connections
+    assert db["OPTIONS"]["pool"] == {"min_size": 1, "max_size": 8, "timeout": 10.0}

@@ -9,6 +9,8 @@ built come from `backend.storage.registry`.
 
 Service instances are cached per process, keyed by the settings they were built from, so the warm
 path is a cache read of the AppConfig snapshot (no query) and a dict lookup (no new boto3 client).
+Each provider's settings are loaded and checked once per process too (settings are read at start;
+a test's override_settings clears them through Django's `setting_changed` signal).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import threading
 import time
 from collections.abc import Hashable
 from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from backend.core.config import get_app_config
 from backend.core.errors import StorageUnavailable
@@ -35,6 +40,19 @@ class CloudStorageFactory:
     _services: dict[tuple[str, Hashable], CloudStorageService] = {}
     _installed: dict[str, CloudStorageService] = {}
     _warned_at: dict[tuple[str, str], float] = {}
+    # name -> (loaded settings, their check): settings do not change while a process runs.
+    _loaded: dict[str, tuple[Hashable, registry.SettingsCheck]] = {}
+
+    @classmethod
+    def _settings_of(cls, name: str) -> tuple[Hashable, registry.SettingsCheck] | None:
+        loaded = cls._loaded.get(name)
+        if loaded is None:
+            provider = registry.get(name)
+            if provider is None:
+                return None
+            loaded = (provider.load_settings(), provider.check_settings())
+            cls._loaded[name] = loaded
+        return loaded
 
     @classmethod
     def active(cls) -> CloudStorageService:
@@ -69,11 +87,12 @@ class CloudStorageFactory:
             raise StorageUnavailable(
                 f"Unknown storage provider {name!r}.", details={"provider": name}
             )
-        cfg = provider.load_settings()
+        loaded = cls._settings_of(name)
+        assert loaded is not None
+        cfg, check = loaded
         service = cls._services.get((name, cfg))
         if service is not None:
             return service
-        check = provider.check_settings()
         if check.problems:
             raise StorageUnavailable(
                 f"Storage provider {name!r} is not configured: {'; '.join(check.problems)}",
@@ -102,6 +121,7 @@ class CloudStorageFactory:
             cls._services.clear()
             cls._installed.clear()
             cls._warned_at.clear()
+            cls._loaded.clear()
         s3.drop_clients()
 
     @classmethod
@@ -113,7 +133,10 @@ class CloudStorageFactory:
     # --- internals -------------------------------------------------------------------------
     @classmethod
     def _is_usable(cls, name: str) -> bool:
-        return name in cls._installed or not registry.check_settings(name).problems
+        if name in cls._installed:
+            return True
+        loaded = cls._settings_of(name)
+        return loaded is not None and not loaded[1].problems
 
     @classmethod
     def _warn_fallback(cls, chosen: str, other: str, problems: list[str]) -> None:
@@ -128,3 +151,8 @@ class CloudStorageFactory:
             "; ".join(problems),
             other,
         )
+
+
+@receiver(setting_changed, dispatch_uid="storage-factory-settings")
+def _forget_loaded_settings(**kwargs: Any) -> None:
+    CloudStorageFactory._loaded.clear()
