@@ -158,9 +158,7 @@ def _prepare() -> list[str]:
     users = user_model.objects.bulk_create(
         [user_model(username=f"bench-{i}", password="!") for i in range(USERS)]
     )
-    tokens = Token.objects.bulk_create(
-        [Token(user=u, key=Token.generate_key()) for u in users]
-    )
+    tokens = Token.objects.bulk_create([Token(user=u, key=Token.generate_key()) for u in users])
     config = AppConfig.load()
     config.max_pending_uploads_per_user = 2_000_000_000
     config.max_bytes_per_user_per_day = 10**17

@@ -1,4 +1,6 @@
-"""Production settings plus the bench-only URL module (bench/http_presign.py); a package so `make bench` does not run it. Never deployed."""
+"""Production settings plus the bench-only URL module, for bench/http_presign.py.
+
+A package (not bench/*.py) so `make bench` does not run it. Never deployed."""
 
 from backend.settings import *  # noqa: F403
 
