@@ -386,7 +386,7 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     print(f"\n== {title} ==")
     print(
         f"{'endpoint':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
-        f"{'(app':>7}{' + pg)':>8}{'req/s ×':>10}{'CPU ×':>8}{'non-2xx':>9}"
+        f"{'(app':>7}{' + pg)':>8}{'req/s x':>10}{'CPU x':>8}{'non-2xx':>9}"
     )
     for name, s in series.items():
         label = "floor" if name == "floor" else f"presign ({name})"
