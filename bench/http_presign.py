@@ -432,6 +432,10 @@ def main() -> None:
     )
     try:
         _wait_for_server(proc)
+        expected = int(os.environ.get("GUNICORN_WORKERS") or (os.cpu_count() or 1) + 1)
+        deadline = time.monotonic() + 30
+        while len(_children(proc.pid)) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
         workers = len(_children(proc.pid))
         print(
             f"gunicorn: shipped gunicorn.conf.py, {workers} workers, "

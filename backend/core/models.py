@@ -61,7 +61,7 @@ class AppConfig(models.Model):
         default=20, help_text="Outstanding (pending) uploads one user may hold at once."
     )
     max_bytes_per_user_per_day = models.PositiveBigIntegerField(
-        default=1024**3, help_text="Bytes one user may declare in uploads per rolling 24 hours."
+        default=1024**3, help_text="Bytes one user may declare in uploads per UTC day."
     )
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(
