@@ -76,7 +76,8 @@ class SimpleRateThrottle(throttling.SimpleRateThrottle):
         member = f"{self.now!r}:{uuid.uuid4().hex[:12]}"
         allowed, count, oldest = _sliding_window()(
             keys=[settings.THROTTLE_KEY_PREFIX + key],
-            args=[repr(self.now), self.duration, self.num_requests, member],
+            # DRF sets both from the rate in __init__ / ScopedRateThrottle.allow_request.
+            args=[repr(self.now), self.duration, self.num_requests, member],  # type: ignore[attr-defined]
         )
         # What DRF's wait() reads: the window's length and its oldest timestamp (DRF keeps
         # the list newest first, so history[-1] is the oldest).

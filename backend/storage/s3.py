@@ -179,7 +179,8 @@ def sign_post(
         )
     url, region = _post_target(client, bucket)
     fields = {**fields, "key": key}
-    expires = botocore.auth.get_current_datetime() + timedelta(seconds=expires_in)
+    # botocore's own clock, as generate_presigned_post uses it.
+    expires = botocore.auth.get_current_datetime() + timedelta(seconds=expires_in)  # type: ignore[attr-defined]
     policy = {
         "expiration": expires.strftime(botocore.auth.ISO8601),
         "conditions": [*conditions, {"bucket": bucket}, {"key": key}],

@@ -19,7 +19,7 @@ back) heals on the next run.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -222,7 +222,7 @@ def exit_quota_bytes(row: MediaUpload) -> int:
     return int(row.declared_size or 0)
 
 
-def release_rows(rows: Iterable[dict[str, Any]]) -> None:
+def release_rows(rows: Iterable[Mapping[str, Any]]) -> None:
     """Rows (dicts with owner_id, created_at, quota_bytes, declared_size) that left `pending`
     together (the cleanup's claim, which wrote `quota_bytes = declared_size or 0`)."""
     totals: dict[tuple[Any, date], list[int]] = defaultdict(lambda: [0, 0])

@@ -256,7 +256,7 @@ def _finalise_row(
     won = MediaUpload.objects.filter(pk=row.pk, status=UploadStatus.PENDING).update(**changes)
     if not won:
         return _settled(MediaUpload.objects.get(pk=row.pk))
-    quotas.release_row(row, stored.size)  # this UPDATE won the row's exit from pending
+    quotas.release_row(row, stored.size or 0)  # this UPDATE won the row's exit from pending
     for name, value in changes.items():
         setattr(row, name, value)
     logger.info("upload %s finalised (%s, via %s)", row.id, row.provider, source)
