@@ -571,3 +571,18 @@ def test_create_output_equals_the_serializer(memory_storage, user, declared) -> 
         ).data
         assert create_output(row, upload) == expected
         assert json.dumps(create_output(row, upload)) == json.dumps(expected)
+
+
+def test_input_serializer_fields_are_per_instance_copies() -> None:
+    """Shallow copies (no per-request deep copy), still one bound field object per instance;
+    the declared fields themselves are never bound."""
+    from backend.uploads.api.serializers import UploadCreateInputSerializer
+
+    a = UploadCreateInputSerializer(data=body())
+    b = UploadCreateInputSerializer(data=body(size="x"))
+    assert a.is_valid() and not b.is_valid()
+    assert "size" in b.errors and not a.errors
+    assert a.fields["size"] is not b.fields["size"]
+    assert a.fields["size"].parent is a and b.fields["size"].parent is b
+    declared = UploadCreateInputSerializer._declared_fields["size"]
+    assert getattr(declared, "parent", None) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
@@ -13,7 +14,19 @@ from backend.uploads.selectors import download_url_for
 
 
 class StrictInputSerializer(serializers.Serializer):
-    """Refuses fields it does not know, naming them (a typo must not be silently ignored)."""
+    """Refuses fields it does not know, naming them (a typo must not be silently ignored).
+
+    Its fields are shallow copies of the declared ones (DRF deep-copies them for every instance,
+    re-running each field's constructor): each instance still binds its own field objects, and
+    what they share (validators, error messages) is only read. A field with a child or nested
+    fields is deep-copied as DRF does, since binding would reach the shared child."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields: dict[str, serializers.Field] = {}
+        for name, field in self._declared_fields.items():
+            nested = hasattr(field, "child") or isinstance(field, serializers.BaseSerializer)
+            fields[name] = copy.deepcopy(field) if nested else copy.copy(field)
+        return fields
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         initial = self.initial_data if isinstance(self.initial_data, dict) else {}
