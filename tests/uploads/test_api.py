@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -517,60 +516,6 @@ def test_token_endpoint_is_throttled_per_ip(memory_storage, user) -> None:
     finally:
         TokenObtainThrottle.THROTTLE_RATES = original
     assert not Token.objects.exists()
-
-
-@pytest.mark.parametrize("declared", [100, None])
-def test_create_output_equals_the_serializer(memory_storage, user, declared) -> None:
-    """The hot path's direct rendering (create_output) is exactly what the documented
-    serializer renders, for a POST form (S3) and a signed form with headers."""
-    from datetime import UTC, datetime, timedelta
-
-    from backend.storage.base import UploadInstructions
-    from backend.uploads.api.serializers import UploadCreateOutputSerializer, create_output
-
-    row = MediaUpload(
-        id=uuid.uuid4(),
-        owner=user,
-        provider="s3",
-        key="uploads/1/abc/pic.png",
-        original_filename="pic.png",
-        content_type="image/png",
-        declared_size=declared,
-        status="pending",
-        expires_at=datetime.now(UTC) + timedelta(minutes=10, microseconds=123),
-    )
-    for instructions in (
-        UploadInstructions(
-            method="POST",
-            url="https://bucket.s3.eu-west-1.amazonaws.com/",
-            fields={"key": row.key, "policy": "e30=", "x-amz-signature": "ab"},
-            headers={},
-            expires_at=row.expires_at,
-        ),
-        UploadInstructions(
-            method="PUT",
-            url="https://api.example.com/v1_1/x/auto/upload",
-            fields={"timestamp": "1700000000", "signature": "cd"},
-            headers={"X-Unique-Upload-Id": "u1"},
-            expires_at=row.expires_at,
-        ),
-    ):
-        upload = instructions.as_dict()
-        expected = UploadCreateOutputSerializer(
-            {
-                "id": row.id,
-                "status": row.status,
-                "provider": row.provider,
-                "key": row.key,
-                "original_filename": row.original_filename,
-                "content_type": row.content_type,
-                "declared_size": row.declared_size,
-                "expires_at": row.expires_at,
-                "upload": upload,
-            }
-        ).data
-        assert create_output(row, upload) == expected
-        assert json.dumps(create_output(row, upload)) == json.dumps(expected)
 
 
 def test_input_serializer_fields_are_per_instance_copies() -> None:
