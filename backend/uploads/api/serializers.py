@@ -263,3 +263,38 @@ class TokenInputSerializer(serializers.Serializer):
 
 class TokenOutputSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+# The create answer built directly. UploadCreateOutputSerializer stays the schema; building it
+# per request deep-copies its nested fields (about a millisecond of a presign's CPU under load,
+# docs/performance.md). tests/uploads/test_create_answer.py keeps the two equal.
+_DATETIME = serializers.DateTimeField()
+_CAPABILITY_FIELDS = tuple(CapabilitiesSerializer._declared_fields)
+_CHUNKED_FIELDS = tuple(ChunkedInstructionsSerializer._declared_fields)
+
+
+def render_create_answer(
+    row: MediaUpload, upload: dict[str, Any], capabilities: dict[str, Any]
+) -> dict[str, Any]:
+    """What UploadCreateOutputSerializer renders for (row, upload instructions, capabilities)."""
+    chunked = upload["chunked"]
+    return {
+        "id": str(row.id),
+        "status": str(row.status),
+        "provider": str(row.provider),
+        "key": str(row.key),
+        "filename": str(row.original_filename),
+        "content_type": str(row.content_type),
+        "size": None if row.declared_size is None else int(row.declared_size),
+        "expires_at": _DATETIME.to_representation(row.expires_at),
+        "upload": {
+            "protocol": upload["protocol"],
+            "method": upload["method"],
+            "url": str(upload["url"]),
+            "fields": {str(k): str(v) for k, v in upload["fields"].items()},
+            "headers": {str(k): str(v) for k, v in upload["headers"].items()},
+            "expires_at": _DATETIME.to_representation(upload["expires_at"]),
+            "chunked": None if chunked is None else {k: chunked[k] for k in _CHUNKED_FIELDS},
+        },
+        "capabilities": {name: capabilities[name] for name in _CAPABILITY_FIELDS},
+    }

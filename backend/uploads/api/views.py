@@ -33,6 +33,7 @@ from backend.uploads.api.serializers import (
     UploadListQuerySerializer,
     UploadOutputSerializer,
     UploadPageSerializer,
+    render_create_answer,
 )
 
 VALIDATION = schema.error(
@@ -112,20 +113,9 @@ class UploadListCreateApi(AuthenticatedApi):
         data.is_valid(raise_exception=True)
         row, instructions = services.create_upload(owner=request.user, **data.validated_data)
         service = CloudStorageFactory.for_provider(row.provider)
-        body = UploadCreateOutputSerializer(
-            {
-                "id": row.id,
-                "status": row.status,
-                "provider": row.provider,
-                "key": row.key,
-                "original_filename": row.original_filename,
-                "content_type": row.content_type,
-                "declared_size": row.declared_size,
-                "expires_at": row.expires_at,
-                "upload": instructions.as_dict(),
-                "capabilities": registry.capabilities_for_clients(service),
-            }
-        ).data
+        body = render_create_answer(
+            row, instructions.as_dict(), registry.capabilities_for_clients(service)
+        )
         return Response(body, status=status.HTTP_201_CREATED)
 
 
