@@ -146,6 +146,35 @@ class Promotion:
 
 #: The Content-Range header of one chunk, as a template: `start` and `end` are the first and
 #: last byte offsets of the chunk (inclusive), `total` the file's size.
+#: Declared types a browser renders as active content (script would run in the provider's
+#: delivery origin): every provider serves their downloads as attachments, never inline.
+ACTIVE_CONTENT_TYPES = frozenset(
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "application/rss+xml",
+        "application/atom+xml",
+        "application/mathml+xml",
+        "text/javascript",
+        "application/javascript",
+        "application/ecmascript",
+        "text/ecmascript",
+        "application/x-shockwave-flash",
+        "multipart/x-mixed-replace",
+    }
+)
+
+
+def renders_as_active_content(content_type: str) -> bool:
+    """Whether a browser would render `content_type` (parameters ignored) as active content."""
+    return content_type.split(";", 1)[0].strip().lower() in ACTIVE_CONTENT_TYPES
+
+
 CHUNK_CONTENT_RANGE = "bytes {start}-{end}/{total}"
 
 

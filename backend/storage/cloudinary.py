@@ -47,6 +47,7 @@ from backend.storage.base import (
     UploadInstructions,
     first_bytes_range,
     full_size,
+    renders_as_active_content,
 )
 from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import CLOUDINARY_DELIVERY_BASE, CloudinarySettings
@@ -120,20 +121,6 @@ RAW_EXTENSIONS: dict[str, str] = {
     "application/epub+zip": ".epub",
 }
 
-#: Declared types a browser renders as active content: their download URL asks Cloudinary for
-#: `Content-Disposition: attachment`, so they are saved, never rendered on the CDN's origin.
-ACTIVE_CONTENT_TYPES = frozenset(
-    {
-        "text/html",
-        "application/xhtml+xml",
-        "image/svg+xml",
-        "text/xml",
-        "application/xml",
-        "text/javascript",
-        "application/javascript",
-        "application/x-shockwave-flash",
-    }
-)
 _HASHES = {"sha1": hashlib.sha1, "sha256": hashlib.sha256}
 # Chunked uploads: "Each chunk must be larger than 5mb except the last one" (support article
 # "Guidelines for self implementing chunked upload to Cloudinary"; the SDKs use 5 MiB as the
@@ -188,10 +175,6 @@ def allowed_formats_for(content_type: str) -> str:
     # image/x-foo+xml -> "foo": restrictive; an unknown type is refused rather than let in.
     subtype = base.split("/", 1)[-1].split("+", 1)[0]
     return subtype.removeprefix("x-") or "none"
-
-
-def is_active_content(content_type: str) -> bool:
-    return _base_type(content_type) in ACTIVE_CONTENT_TYPES
 
 
 def content_type_hint(resource_type: str, fmt: str | None) -> str:
@@ -609,7 +592,7 @@ class CloudinaryService(CloudStorageService):
                 type=DELIVERY_TYPE,
                 expires_at=int(time.time()) + max(1, int(expires_in)),
                 # Left out (not "0") unless wanted: inline is Cloudinary's default.
-                attachment=True if is_active_content(ref.content_type) else None,
+                attachment=True if renders_as_active_content(ref.content_type) else None,
                 cloud_name=self.cfg.cloud_name,
                 api_key=self.cfg.api_key,
                 api_secret=self.cfg.api_secret,

@@ -49,6 +49,7 @@ from backend.storage.base import (
     UploadInstructions,
     first_bytes_range,
     full_size,
+    renders_as_active_content,
 )
 from backend.storage.calls import CallFault, Run, provider_call
 from backend.storage.provider_settings import S3Settings
@@ -84,27 +85,6 @@ _MULTIPART_REFUSALS: dict[str, tuple[MultipartRefusal, str]] = {
 #: Final keys start with an owner id, never with this segment. A bucket lifecycle rule on this
 #: prefix (expire after a day) backs up the cleanup (docs/providers.md).
 STAGING_SEGMENT = "_staging"
-#: Types a browser renders as active content (script runs in the bucket's origin): their
-#: presigned GETs answer with Content-Disposition: attachment.
-ACTIVE_CONTENT_TYPES = frozenset(
-    {
-        "text/html",
-        "application/xhtml+xml",
-        "image/svg+xml",
-        "text/xml",
-        "application/xml",
-        "text/xsl",
-        "application/xslt+xml",
-        "application/rss+xml",
-        "application/atom+xml",
-        "application/mathml+xml",
-        "text/javascript",
-        "application/javascript",
-        "application/ecmascript",
-        "text/ecmascript",
-        "multipart/x-mixed-replace",
-    }
-)
 
 
 def multipart_rejected(code: str, reason: str) -> MultipartRejected:
@@ -231,10 +211,6 @@ def _hex_from_base64(value: object) -> str | None:
 
 def _base64_from_hex(value: str) -> str:
     return base64.b64encode(bytes.fromhex(value)).decode("ascii")
-
-
-def renders_as_active_content(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() in ACTIVE_CONTENT_TYPES
 
 
 def _error_code(exc: ClientError) -> str:

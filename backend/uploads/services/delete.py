@@ -73,12 +73,7 @@ def recheck_deleted(upload_id: object) -> MediaUpload:
     row = get_upload(upload_id)
     if not MediaUpload.objects.filter(_must_be_gone_q(), pk=row.pk).exists():
         return row
-    try:
-        service = CloudStorageFactory.for_upload(row)
-    except StorageUnavailable as exc:
-        raise ProviderUnavailable(
-            f"Provider {row.provider} is not configured; cannot check yet.", retry_after=300
-        ) from exc
+    service = _service_for(row, "check")
     started = timezone.now()
     # Any version: a recreated object has a new one. One delivery read, no listing call.
     ref = ObjectRef(key=row.key, content_type=row.content_type)
@@ -165,12 +160,7 @@ def delete_at_provider(upload_id: object) -> MediaUpload:
         return row
     if row.status == UploadStatus.FAILED and (row.metadata or {}).get("object_deleted"):
         return row
-    try:
-        service = CloudStorageFactory.for_upload(row)
-    except StorageUnavailable as exc:
-        raise ProviderUnavailable(
-            f"Provider {row.provider} is not configured; cannot delete yet.", retry_after=300
-        ) from exc
+    service = _service_for(row, "delete")
     ref = row.object_ref()
     if row.multipart_upload_id and row.confirmed_at is None:
         # A multipart upload never completed keeps its parts (and their storage cost) until it
@@ -226,3 +216,14 @@ def mark_deleted_by_provider(upload_id: object, *, sequencer: str = "") -> Media
         for name, value in changes.items():
             setattr(row, name, value)
     return row
+
+
+def _service_for(row: MediaUpload, doing: str) -> CloudStorageService:
+    """The row's own provider; not configured (any more) → ProviderUnavailable, so the job
+    retries later instead of failing the row."""
+    try:
+        return CloudStorageFactory.for_upload(row)
+    except StorageUnavailable as exc:
+        raise ProviderUnavailable(
+            f"Provider {row.provider} is not configured; cannot {doing} yet.", retry_after=300
+        ) from exc
