@@ -130,23 +130,28 @@ def _reserve_postgres(owner_id: Any, day: date, nbytes: int, limits: Limits) -> 
 def _reserve_orm(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
     """The same semantics with the ORM: one conditional UPDATE (a first reservation inserts)."""
     room = limits.max_bytes_per_day - nbytes
-    won = (
-        UploadQuota.objects.filter(owner_id=owner_id, pending_count__lt=limits.max_pending)
-        .filter(Q(day=day, day_bytes__lte=room) | ~Q(day=day))
-        .update(
-            pending_count=F("pending_count") + 1,
-            day_bytes=Case(
-                When(day=day, then=F("day_bytes") + nbytes),
-                default=Value(nbytes),
-                output_field=BigIntegerField(),
-            ),
-            day=day,
+
+    def conditional_update() -> bool:
+        return bool(
+            UploadQuota.objects.filter(owner_id=owner_id, pending_count__lt=limits.max_pending)
+            .filter(Q(day=day, day_bytes__lte=room) | ~Q(day=day))
+            .update(
+                pending_count=F("pending_count") + 1,
+                day_bytes=Case(
+                    When(day=day, then=F("day_bytes") + nbytes),
+                    default=Value(nbytes),
+                    output_field=BigIntegerField(),
+                ),
+                day=day,
+            )
         )
-    )
-    if won:
+
+    if conditional_update():
         return True
     if UploadQuota.objects.filter(owner_id=owner_id).exists():
-        return False
+        # A concurrent first reservation may have inserted the row after our UPDATE ran (it
+        # then matched nothing): decide on the row as it is now.
+        return conditional_update()
     try:
         with transaction.atomic():
             UploadQuota.objects.create(
@@ -154,7 +159,7 @@ def _reserve_orm(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
             )
         return True
     except IntegrityError:  # another request inserted it first: decide on its row
-        return _reserve_orm(owner_id, day, nbytes, limits)
+        return conditional_update()
 
 
 def _refusal(owner_id: Any, day: date, nbytes: int, limits: Limits) -> QuotaExceeded:

@@ -192,3 +192,34 @@ def test_a_failed_presign_gives_the_reservation_back(memory_storage, owner) -> N
     with pytest.raises(ProviderUnavailable):
         services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=100)
     assert quotas.counters_of(owner.pk) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_a_first_reservation_racing_another_is_decided_on_the_row_it_inserted(
+    owner, monkeypatch
+) -> None:
+    """Two first uploads of a user at once (the widget sends several files together): ours
+    UPDATEs before the other request INSERTs the counter row, then sees the row. It must decide
+    on that row (one slot of many is free), not refuse with 429. Seen in Chromium on SQLite."""
+    from django.db.models import QuerySet
+
+    limits = quotas.Limits(max_pending=20, max_bytes_per_day=10**9)
+    original_update = QuerySet.update
+    calls = {"n": 0}
+
+    def update_then_the_other_request_inserts(self: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        matched = original_update(self, **kwargs)
+        if calls["n"] == 1 and self.model is UploadQuota:
+            assert matched == 0  # no row yet when our UPDATE ran
+            UploadQuota.objects.create(
+                owner_id=owner.pk, pending_count=1, day=quotas.utc_today(), day_bytes=100
+            )
+        return matched
+
+    monkeypatch.setattr(QuerySet, "update", update_then_the_other_request_inserts)
+
+    quotas.reserve(owner.pk, 100, limits)  # no QuotaExceeded
+
+    monkeypatch.undo()
+    assert quotas.counters_of(owner.pk) == (2, 200)
