@@ -219,7 +219,8 @@ def test_a_first_reservation_racing_another_is_decided_on_the_row_it_inserted(
 
     monkeypatch.setattr(QuerySet, "update", update_then_the_other_request_inserts)
 
-    quotas.reserve(owner.pk, 100, limits)  # no QuotaExceeded
+    # The ORM path (SQLite, and any database but PostgreSQL, whose single upsert has no gap).
+    assert quotas._reserve_orm(owner.pk, quotas.utc_today(), 100, limits)
 
     monkeypatch.undo()
     assert quotas.counters_of(owner.pk) == (2, 200)
