@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -128,7 +128,8 @@ def _reserve_postgres(owner_id: Any, day: date, nbytes: int, limits: Limits) -> 
 
 
 def _reserve_orm(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
-    """The same semantics with the ORM: one conditional UPDATE (a first reservation inserts)."""
+    """The same semantics with the ORM: one conditional UPDATE (a first reservation inserts
+    the counter row, ignoring a conflict, and tries again)."""
     room = limits.max_bytes_per_day - nbytes
 
     def conditional_update() -> bool:
@@ -148,18 +149,14 @@ def _reserve_orm(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
 
     if conditional_update():
         return True
-    if UploadQuota.objects.filter(owner_id=owner_id).exists():
-        # A concurrent first reservation may have inserted the row after our UPDATE ran (it
-        # then matched nothing): decide on the row as it is now.
-        return conditional_update()
-    try:
-        with transaction.atomic():
-            UploadQuota.objects.create(
-                owner_id=owner_id, pending_count=1, day=day, day_bytes=nbytes
-            )
-        return True
-    except IntegrityError:  # another request inserted it first: decide on its row
-        return conditional_update()
+    # No counter row yet, or no room. Make sure the row exists without an error or a savepoint
+    # to roll back (INSERT … ON CONFLICT DO NOTHING / INSERT OR IGNORE: a request racing ours
+    # may insert it first), then decide on the row as it is now.
+    UploadQuota.objects.bulk_create(
+        [UploadQuota(owner_id=owner_id, pending_count=0, day=day, day_bytes=0)],
+        ignore_conflicts=True,
+    )
+    return conditional_update()
 
 
 def _refusal(owner_id: Any, day: date, nbytes: int, limits: Limits) -> QuotaExceeded:
