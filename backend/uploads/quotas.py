@@ -61,25 +61,28 @@ class Limits:
     max_bytes_per_day: int
 
 
+# Positional parameters, in `_reserve_params` order: the same text runs alone (`reserve`) and
+# inside the one-statement INSERT (`insert_reserved`), whose compiled INSERT uses `%s` too.
 _PG_RESERVE = """
 INSERT INTO {table} AS q (owner_id, pending_count, day, day_bytes)
-VALUES (%(owner)s, 1, %(day)s, %(nbytes)s)
+VALUES (%s, 1, %s, %s)
 ON CONFLICT (owner_id) DO UPDATE SET
     pending_count = q.pending_count + 1,
     day = EXCLUDED.day,
     day_bytes = (CASE WHEN q.day = EXCLUDED.day THEN q.day_bytes ELSE 0 END) + EXCLUDED.day_bytes
-WHERE q.pending_count < %(max_pending)s
+WHERE q.pending_count < %s
   AND (CASE WHEN q.day = EXCLUDED.day THEN q.day_bytes ELSE 0 END) + EXCLUDED.day_bytes
-      <= %(max_bytes)s
+      <= %s
 RETURNING q.pending_count
 """
-_PG_RESERVE_POSITIONAL = (
-    _PG_RESERVE.replace("%(owner)s", "%s")
-    .replace("%(day)s", "%s")
-    .replace("%(nbytes)s", "%s")
-    .replace("%(max_pending)s", "%s")
-    .replace("%(max_bytes)s", "%s")
-)
+
+
+def _pg_reserve_sql() -> str:
+    return _PG_RESERVE.format(table=connection.ops.quote_name(UploadQuota._meta.db_table))
+
+
+def _reserve_params(owner_id: Any, day: date, nbytes: int, limits: Limits) -> tuple[Any, ...]:
+    return (owner_id, day, nbytes, limits.max_pending, limits.max_bytes_per_day)
 
 
 def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: Limits) -> bool:
@@ -93,20 +96,18 @@ def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: 
         raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
     # Built from Django's own compiled INSERT and a quoted table name; every value is a
     # parameter.
-    reserve_sql = _PG_RESERVE_POSITIONAL.format(
-        table=connection.ops.quote_name(UploadQuota._meta.db_table)
-    )
     statement = "".join(
-        ("WITH reserved AS (", reserve_sql, ") ", head, " SELECT ", values[:-1], " FROM reserved")
+        (
+            "WITH reserved AS (",
+            _pg_reserve_sql(),
+            ") ",
+            head,
+            " SELECT ",
+            values[:-1],
+            " FROM reserved",
+        )
     )
-    params = (
-        row.owner_id,
-        day,
-        nbytes,
-        limits.max_pending,
-        limits.max_bytes_per_day,
-        *insert_params,
-    )
+    params = (*_reserve_params(row.owner_id, day, nbytes, limits), *insert_params)
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.rowcount == 1
@@ -114,16 +115,7 @@ def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: 
 
 def _reserve_postgres(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
     with connection.cursor() as cursor:
-        cursor.execute(
-            _PG_RESERVE.format(table=connection.ops.quote_name(UploadQuota._meta.db_table)),
-            {
-                "owner": owner_id,
-                "day": day,
-                "nbytes": nbytes,
-                "max_pending": limits.max_pending,
-                "max_bytes": limits.max_bytes_per_day,
-            },
-        )
+        cursor.execute(_pg_reserve_sql(), _reserve_params(owner_id, day, nbytes, limits))
         return cursor.fetchone() is not None
 
 
@@ -182,12 +174,17 @@ def _refusal(owner_id: Any, day: date, nbytes: int, limits: Limits) -> QuotaExce
     )
 
 
+def _refuse_if_never_fits(owner_id: Any, day: date, nbytes: int, limits: Limits) -> None:
+    """Refuse without a reservation what no counter state could admit."""
+    if nbytes > limits.max_bytes_per_day or limits.max_pending < 1:
+        raise _refusal(owner_id, day, nbytes, limits)
+
+
 def reserve(owner_id: Any, nbytes: int, limits: Limits) -> date:
     """Count one more pending upload of `nbytes` for today, or raise QuotaExceeded (429).
     One statement when it fits. Returns the UTC day the bytes were counted on."""
     day = utc_today()
-    if nbytes > limits.max_bytes_per_day or limits.max_pending < 1:
-        raise _refusal(owner_id, day, nbytes, limits)
+    _refuse_if_never_fits(owner_id, day, nbytes, limits)
     reserve_one = _reserve_postgres if connection.vendor == "postgresql" else _reserve_orm
     if not reserve_one(owner_id, day, nbytes, limits):
         raise _refusal(owner_id, day, nbytes, limits)
@@ -251,17 +248,16 @@ def insert_reserved(row: MediaUpload, nbytes: int, limits: Limits) -> None:
     """INSERT the new pending `row` if the reservation of `nbytes` fits, else QuotaExceeded.
     On PostgreSQL one statement; elsewhere a reservation, then the INSERT (given back if the
     INSERT fails)."""
-    day = utc_today()
-    if nbytes > limits.max_bytes_per_day or limits.max_pending < 1:
-        raise _refusal(row.owner_id, day, nbytes, limits)
-    if connection.vendor == "postgresql":
-        if not _insert_reserved_postgres(row, day, nbytes, limits):
-            raise _refusal(row.owner_id, day, nbytes, limits)
-        row._state.adding = False
-        row._state.db = connection.alias
+    if connection.vendor != "postgresql":
+        with reservation(row.owner_id, nbytes, limits):
+            row.save(force_insert=True)
         return
-    with reservation(row.owner_id, nbytes, limits):
-        row.save(force_insert=True)
+    day = utc_today()
+    _refuse_if_never_fits(row.owner_id, day, nbytes, limits)
+    if not _insert_reserved_postgres(row, day, nbytes, limits):
+        raise _refusal(row.owner_id, day, nbytes, limits)
+    row._state.adding = False
+    row._state.db = connection.alias
 
 
 def _day_start(day: date) -> datetime:
