@@ -54,15 +54,9 @@ def _bench_database_url() -> str:
 def _free_port() -> int:
     if os.environ.get("BENCH_PORT"):
         return int(os.environ["BENCH_PORT"])
-    low, high = (int(x) for x in os.environ.get("TEST_PORT_RANGE", "24000-24999").split("-"))
-    for port in range(high, low - 1, -1):  # from the top: tests take ports from the bottom
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port in TEST_PORT_RANGE")
+    from devtools.ports import free_port
+
+    return free_port()
 
 
 DATABASE_URL = _bench_database_url()

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,26 +36,13 @@ import requests  # noqa: E402
 
 from devtools.cloudinary_standin import CloudinaryStandin  # noqa: E402
 from devtools.moto_s3 import DEV_ACCESS_KEY, DEV_SECRET_KEY, MotoS3  # noqa: E402
+from devtools.ports import free_port  # noqa: E402
 
 MiB = 1024 * 1024
 MP4_HEADER = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 BUCKET = "bench-rss"
 CLOUD, KEY, SECRET = "bench", "222222222222222", "bench-standin-secret"
 USER, PASSWORD = "bench", "bench-password-1"
-
-
-def free_port() -> int:
-    low, _, high = os.environ.get("TEST_PORT_RANGE", "24000-24999").partition("-")
-    ports = list(range(int(low), int(high) + 1))
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in TEST_PORT_RANGE")
 
 
 def write_file(path: Path, size: int) -> None:

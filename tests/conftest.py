@@ -9,11 +9,13 @@ deselected (not skipped), and the PostgreSQL run executes them.
 from __future__ import annotations
 
 import os
-import random
 import socket
 
 import pytest
 from django.conf import settings
+
+# Tests import it from here (servers they start listen on it).
+from devtools.ports import free_port as free_port
 
 STRICT = os.environ.get("UPLOADS_TEST_STRICT") == "1"
 
@@ -35,23 +37,6 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    """A free loopback port from TEST_PORT_RANGE (default 24000-24999): servers started by
-    tests stay below the kernel's ephemeral range (32768-60999), where binds fail now and
-    then when an outbound connection holds the port."""
-    low, _, high = os.environ.get("TEST_PORT_RANGE", "24000-24999").partition("-")
-    ports = list(range(int(low), int(high) + 1))
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in TEST_PORT_RANGE")
 
 
 def using_postgres() -> bool:
