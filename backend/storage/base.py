@@ -170,9 +170,14 @@ ACTIVE_CONTENT_TYPES = frozenset(
 )
 
 
+def media_type(content_type: str) -> str:
+    """ "Image/PNG; charset=binary" -> "image/png"."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def renders_as_active_content(content_type: str) -> bool:
     """Whether a browser would render `content_type` (parameters ignored) as active content."""
-    return content_type.split(";", 1)[0].strip().lower() in ACTIVE_CONTENT_TYPES
+    return media_type(content_type) in ACTIVE_CONTENT_TYPES
 
 
 CHUNK_CONTENT_RANGE = "bytes {start}-{end}/{total}"

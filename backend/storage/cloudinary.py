@@ -47,6 +47,7 @@ from backend.storage.base import (
     UploadInstructions,
     first_bytes_range,
     full_size,
+    media_type,
     renders_as_active_content,
 )
 from backend.storage.calls import CallFault, Run, provider_call
@@ -146,10 +147,6 @@ def resource_type_for(content_type: str) -> str:
     return "raw"
 
 
-def _base_type(content_type: str) -> str:
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def keeps_extension(content_type: str) -> bool:
     """No public_id keeps the client's extension: Cloudinary appends the format to image and
     video public_ids itself, and raw files get `key_extension` (from the declared type)."""
@@ -161,7 +158,7 @@ def key_extension(content_type: str) -> str:
     (`RAW_EXTENSIONS`, else none); image and video public_ids have none."""
     if resource_type_for(content_type) != "raw":
         return ""
-    return RAW_EXTENSIONS.get(_base_type(content_type), "")
+    return RAW_EXTENSIONS.get(media_type(content_type), "")
 
 
 def allowed_formats_for(content_type: str) -> str:
@@ -169,7 +166,7 @@ def allowed_formats_for(content_type: str) -> str:
     file's format is its public_id's extension, which we choose)."""
     if resource_type_for(content_type) == "raw":
         return ""
-    base = _base_type(content_type)
+    base = media_type(content_type)
     if base in ALLOWED_FORMATS:
         return ALLOWED_FORMATS[base]
     # image/x-foo+xml -> "foo": restrictive; an unknown type is refused rather than let in.

@@ -11,6 +11,8 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable
 
+from backend.storage.base import media_type
+
 SNIFF_LENGTH = 512
 
 # Markers of content a browser would render as a page or execute. Checked after a BOM and
@@ -142,8 +144,8 @@ _ZIP_FAMILIES = ("application/vnd.openxmlformats-", "application/vnd.oasis.opend
 
 
 def normalise_content_type(value: str) -> str:
-    """ "Image/PNG; charset=binary" -> "image/png"."""
-    return value.split(";", 1)[0].strip().lower()
+    """ "Image/PNG; charset=binary" -> "image/png" (the storage contract's `media_type`)."""
+    return media_type(value)
 
 
 def mismatch_reason(declared: str, head: bytes) -> str | None:
