@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import hashlib
+import hmac
+import json
 import logging
 import threading
 import time
@@ -19,8 +23,6 @@ from urllib.parse import quote
 
 import boto3
 import botocore.auth
-from botocore.auth import S3SigV4PostAuth
-from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
@@ -141,6 +143,16 @@ def _post_target(client: Any, bucket: str) -> tuple[str, str]:
     return target
 
 
+@functools.lru_cache(maxsize=16)
+def _signing_key(secret_key: str, datestamp: str, region: str) -> bytes:
+    """SigV4's derived key (four HMACs): it changes once a day per region and secret, so it is
+    derived once, not per upload. Held in memory like the secret it comes from."""
+    key = ("AWS4" + secret_key).encode()
+    for part in (datestamp, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
 def sign_post(
     client: Any,
     bucket: str,
@@ -149,27 +161,51 @@ def sign_post(
     conditions: list[Any],
     expires_in: int,
 ) -> dict[str, Any]:
-    """What `client.generate_presigned_post(...)` returns, signed directly with botocore's own
-    S3SigV4PostAuth: the same policy (conditions, then bucket and key, then the signature's
-    own), the same fields, the same URL. tests/storage/test_s3_service.py compares the two."""
+    """What `client.generate_presigned_post(...)` returns, signed directly as botocore's
+    S3SigV4PostAuth signs it (AWS: "Calculating a Signature" for browser-based POST): the same
+    policy (conditions, then bucket and key, then the signature's own), the same fields in the
+    same order, the same URL, with the day's derived key kept. tests/storage/test_s3_service.py
+    compares the two byte for byte."""
     credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
     if credentials is None or key.endswith("${filename}"):
         return client.generate_presigned_post(  # type: ignore[no-any-return]
             Bucket=bucket, Key=key, Fields=fields, Conditions=conditions, ExpiresIn=expires_in
         )
     url, region = _post_target(client, bucket)
-    fields = {**fields, "key": key}
+    frozen = credentials.get_frozen_credentials()  # refreshes a role's credentials when due
     # botocore's own clock, as generate_presigned_post uses it.
-    expires = botocore.auth.get_current_datetime() + timedelta(seconds=expires_in)  # type: ignore[attr-defined]
-    policy = {
-        "expiration": expires.strftime(botocore.auth.ISO8601),
-        "conditions": [*conditions, {"bucket": bucket}, {"key": key}],
+    now = botocore.auth.get_current_datetime()  # type: ignore[attr-defined]
+    amz_date = now.strftime(botocore.auth.SIGV4_TIMESTAMP)
+    scope = f"{frozen.access_key}/{amz_date[:8]}/{region}/s3/aws4_request"
+    signed = {
+        **fields,
+        "key": key,
+        "x-amz-algorithm": "AWS4-HMAC-SHA256",
+        "x-amz-credential": scope,
+        "x-amz-date": amz_date,
     }
-    request = AWSRequest(method="POST", url=url)
-    request.context["s3-presign-post-fields"] = fields
-    request.context["s3-presign-post-policy"] = policy
-    S3SigV4PostAuth(credentials.get_frozen_credentials(), "s3", region).add_auth(request)
-    return {"url": url, "fields": request.context["s3-presign-post-fields"]}
+    policy_conditions = [
+        *conditions,
+        {"bucket": bucket},
+        {"key": key},
+        {"x-amz-algorithm": "AWS4-HMAC-SHA256"},
+        {"x-amz-credential": scope},
+        {"x-amz-date": amz_date},
+    ]
+    if frozen.token is not None:
+        signed["x-amz-security-token"] = frozen.token
+        policy_conditions.append({"x-amz-security-token": frozen.token})
+    policy = {
+        "expiration": (now + timedelta(seconds=expires_in)).strftime(botocore.auth.ISO8601),
+        "conditions": policy_conditions,
+    }
+    signed["policy"] = base64.b64encode(json.dumps(policy).encode("utf-8")).decode("utf-8")
+    signed["x-amz-signature"] = hmac.new(
+        _signing_key(frozen.secret_key, amz_date[:8], region),
+        signed["policy"].encode("utf-8"),
+        hashlib.sha256,
+    ).hexdigest()
+    return {"url": url, "fields": signed}
 
 
 def _build_client(cfg: S3Settings, budget: resilience.Budget) -> Any:

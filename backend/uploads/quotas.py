@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -39,6 +40,7 @@ from django.db.models import (
     When,
     sql,
 )
+from django.db.models.fields import Field
 from django.db.models.functions import Coalesce, Greatest
 
 from backend.core.errors import QuotaExceeded
@@ -85,14 +87,36 @@ def _reserve_params(owner_id: Any, day: date, nbytes: int, limits: Limits) -> tu
     return (owner_id, day, nbytes, limits.max_pending, limits.max_bytes_per_day)
 
 
-def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: Limits) -> bool:
-    """The reservation and the row's INSERT in one statement (one round trip): the INSERT
-    selects from the reservation's RETURNING, so a refused reservation inserts nothing."""
+# The one-statement INSERT's text, built once per process from Django's own compiled INSERT:
+# it depends only on the model (columns and `%s` placeholders), never on the values. Compiling
+# it per request cost more CPU than the rest of the reservation (measured, docs/performance.md).
+_insert_statement: tuple[str, tuple[Field[Any, Any], ...]] | None = None
+
+
+def _compiled_insert(conn: BaseDatabaseWrapper, row: MediaUpload) -> tuple[str, list[Any]]:
+    """Django's INSERT of `row` as (sql, params), the way `row.save(force_insert=True)` would
+    send it (`SQLInsertCompiler.as_sql`)."""
     query = sql.InsertQuery(MediaUpload)
     query.insert_values(list(MediaUpload._meta.concrete_fields), [row])
-    [(insert_sql, insert_params)] = query.get_compiler(connection=connection).as_sql()
+    [(insert_sql, insert_params)] = query.get_compiler(connection=conn).as_sql()
+    return insert_sql, list(insert_params)
+
+
+def _insert_reserved_text(
+    conn: BaseDatabaseWrapper, row: MediaUpload
+) -> tuple[str, tuple[Field[Any, Any], ...]]:
+    global _insert_statement
+    if _insert_statement is not None:
+        return _insert_statement
+    insert_sql, insert_params = _compiled_insert(conn, row)
     head, sep, values = insert_sql.partition(" VALUES (")
-    if not sep or not values.endswith(")"):  # pragma: no cover - Django's INSERT shape
+    fields = tuple(MediaUpload._meta.concrete_fields)
+    if (
+        not sep
+        or not values.endswith(")")
+        or values[:-1].split(", ") != ["%s"] * len(fields)
+        or len(insert_params) != len(fields)
+    ):  # pragma: no cover - Django's INSERT shape
         raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
     # Built from Django's own compiled INSERT and a quoted table name; every value is a
     # parameter.
@@ -107,8 +131,26 @@ def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: 
             " FROM reserved",
         )
     )
-    params = (*_reserve_params(row.owner_id, day, nbytes, limits), *insert_params)
-    with connection.cursor() as cursor:
+    _insert_statement = (statement, fields)
+    return _insert_statement
+
+
+def _insert_params(conn: BaseDatabaseWrapper, row: MediaUpload, fields: Iterable[Any]) -> list[Any]:
+    """The INSERT's parameters as SQLInsertCompiler prepares them (`pre_save`, then
+    `get_db_prep_save`; auto_now_add fills `created_at` on the row)."""
+    return [field.get_db_prep_save(field.pre_save(row, True), connection=conn) for field in fields]
+
+
+def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: Limits) -> bool:
+    """The reservation and the row's INSERT in one statement (one round trip): the INSERT
+    selects from the reservation's RETURNING, so a refused reservation inserts nothing."""
+    conn = connections[DEFAULT_DB_ALIAS]
+    statement, fields = _insert_reserved_text(conn, row)
+    params = (
+        *_reserve_params(row.owner_id, day, nbytes, limits),
+        *_insert_params(conn, row, fields),
+    )
+    with conn.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.rowcount == 1
 
@@ -248,7 +290,7 @@ def insert_reserved(row: MediaUpload, nbytes: int, limits: Limits) -> None:
     """INSERT the new pending `row` if the reservation of `nbytes` fits, else QuotaExceeded.
     On PostgreSQL one statement; elsewhere a reservation, then the INSERT (given back if the
     INSERT fails)."""
-    if connection.vendor != "postgresql":
+    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         with reservation(row.owner_id, nbytes, limits):
             row.save(force_insert=True)
         return
@@ -257,7 +299,7 @@ def insert_reserved(row: MediaUpload, nbytes: int, limits: Limits) -> None:
     if not _insert_reserved_postgres(row, day, nbytes, limits):
         raise _refusal(row.owner_id, day, nbytes, limits)
     row._state.adding = False
-    row._state.db = connection.alias
+    row._state.db = DEFAULT_DB_ALIAS
 
 
 def _day_start(day: date) -> datetime:

@@ -335,7 +335,7 @@ def test_download_url_pins_type_and_disposition(s3_storage) -> None:
     ],
 )
 def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_kwargs) -> None:
-    """sign_post (botocore's S3SigV4PostAuth, endpoint resolved once) returns exactly what
+    """sign_post (S3SigV4PostAuth's algorithm, endpoint resolved once) returns exactly what
     generate_presigned_post returns: URL, every field, the policy byte for byte, the signature."""
     import base64
     import datetime as dt
@@ -369,7 +369,11 @@ def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_
         {"acl": "private"},
     ]
     s3.drop_clients()
-    for _ in range(2):  # the first call resolves the endpoint, the second reuses it
+    # The first call resolves the endpoint and derives the day's key, the second reuses both;
+    # the next day derives a new key.
+    for day in (fixed, fixed, fixed + dt.timedelta(days=1), fixed):
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda day=day: day)
+        monkeypatch.setattr(botocore.signers, "get_current_datetime", lambda day=day: day)
         ours = s3.sign_post(client, "bench-bucket", key, dict(fields), list(conditions), 600)
         theirs = client.generate_presigned_post(
             Bucket="bench-bucket",
@@ -379,6 +383,7 @@ def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_
             ExpiresIn=600,
         )
         assert ours == theirs
+        assert list(ours["fields"]) == list(theirs["fields"])  # the same order too
     policy = json.loads(base64.b64decode(ours["fields"]["policy"]))
     assert policy["expiration"] == "2026-12-02T03:14:05Z"
     assert {"key": key} in policy["conditions"]

@@ -224,3 +224,49 @@ def test_a_first_reservation_racing_another_is_decided_on_the_row_it_inserted(
 
     monkeypatch.undo()
     assert quotas.counters_of(owner.pk) == (2, 200)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner) -> None:
+    """The one-statement INSERT's text is built once per process; its parameters are prepared
+    per row the way SQLInsertCompiler prepares them. Both compared with Django's own INSERT."""
+    from django.db import connections
+
+    conn = connections["default"]
+    rows = [
+        MediaUpload(
+            owner=owner,
+            provider="s3",
+            key=f"uploads/{n}/k.png",
+            original_filename="ä photo.png",
+            content_type="image/png",
+            declared_size=size,
+            quota_bytes=size or 1000,
+            status=UploadStatus.PENDING,
+            expires_at=timezone.now() + timedelta(minutes=15),
+            metadata={"n": n},
+        )
+        for n, size in enumerate([1000, None])
+    ]
+    for row in rows:
+        statement, fields = quotas._insert_reserved_text(conn, row)
+        ours = quotas._insert_params(conn, row, fields)
+        compiled_sql, compiled_params = quotas._compiled_insert(conn, row)
+        head, _sep, values = compiled_sql.partition(" VALUES (")
+        assert statement.endswith(f"{head} SELECT {values[:-1]} FROM reserved")
+        # auto_now(_add) columns take a fresh "now" on each preparation: compared by type.
+        clock = [getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in fields]
+        assert len(ours) == len(compiled_params) == len(fields)
+        for is_clock, mine, django_s in zip(clock, ours, compiled_params, strict=True):
+            assert type(mine) is type(django_s)
+            if not is_clock:
+                assert repr(mine) == repr(django_s)
+    quotas.insert_reserved(rows[0], 1000, quotas.Limits(max_pending=5, max_bytes_per_day=10**9))
+    stored = MediaUpload.objects.get(pk=rows[0].pk)
+    assert (stored.key, stored.declared_size, stored.metadata) == (
+        "uploads/0/k.png",
+        1000,
+        {"n": 0},
+    )
+    assert stored.created_at == rows[0].created_at

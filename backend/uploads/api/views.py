@@ -109,9 +109,8 @@ class UploadListCreateApi(AuthenticatedApi):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = UploadCreateInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        row, instructions = services.create_upload(owner=request.user, **data.validated_data)
+        data = UploadCreateInputSerializer.validated(request.data)
+        row, instructions = services.create_upload(owner=request.user, **data)
         service = CloudStorageFactory.for_provider(row.provider)
         body = render_create_answer(
             row, instructions.as_dict(), registry.capabilities_for_clients(service)
