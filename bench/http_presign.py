@@ -389,7 +389,26 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
             f"{s.app_ms:>7.2f}{s.pg_ms:>8.2f}{s.rps / floor.rps:>10.2f}"
             f"{s.cpu_ms / floor.cpu_ms:>8.2f}{s.errors:>9}"
         )
+    # A shared 2-core VM drifts by more than the differences measured here: each presign round
+    # is also compared with the floor rounds run just before and after it, and the median of
+    # those paired ratios is printed (less sensitive to a slow minute than the totals above).
+    print("paired (median of each round against its neighbouring floor rounds):")
+    for name in ("s3", "cloudinary"):
+        rps_x, cpu_x = _paired(series[name].rounds, floor.rounds, first=0 if name == "s3" else 1)
+        print(f"  presign ({name}): req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
     return series
+
+
+def _paired(rounds: list[Round], floors: list[Round], *, first: int) -> tuple[float, float]:
+    """Median req/s and CPU ratios of `rounds[i]` to the floor rounds beside it (floor rounds
+    run at 2i and 2i+1; s3 sits between them, cloudinary after 2i+1)."""
+    rps, cpu = [], []
+    for i, r in enumerate(rounds):
+        near = [floors[j] for j in (2 * i + first, 2 * i + first + 1) if j < len(floors)]
+        rps.append(r.requests / r.seconds / statistics.mean(f.requests / f.seconds for f in near))
+        floor_cpu = statistics.mean((f.app_ms + f.pg_ms) / f.requests for f in near)
+        cpu.append((r.app_ms + r.pg_ms) / r.requests / floor_cpu)
+    return statistics.median(rps), statistics.median(cpu)
 
 
 def _wait_for_server(proc: subprocess.Popen[bytes]) -> None:

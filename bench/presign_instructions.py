@@ -1,0 +1,135 @@
+"""The presign path's own cost in CPU instructions, repeatable on a busy machine.
+
+`bench/http_presign.py` measures the deployed stack (gunicorn, wrk, CPU time from /proc), and a
+shared 2-core VM moves those numbers by ±10 % from one minute to the next. This script counts
+what the web process itself executes per request, which does not drift: each endpoint runs in
+its own Python process under valgrind's callgrind, instrumented only around the measured loop
+(`callgrind_control -i on/off`), through Django's test client with the bench settings (DEBUG
+off, PostgreSQL, the Redis throttle on) against the same floor endpoint.
+
+    .venv/bin/python bench/presign_instructions.py        # make bench-instructions
+
+What it leaves out: kernel time (socket syscalls, so a network round trip counts only its
+Python and C client code), PostgreSQL's and Redis's own work, gunicorn. Read it beside the
+HTTP bench, not instead of it. Needs valgrind (Debian: apt-get install valgrind).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/upload_broker_bench_instructions"
+)
+
+from bench import http_presign as hp  # noqa: E402  (reads BENCH_DATABASE_URL at import)
+
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
+CASES = [
+    ("floor", "/bench/floor/", "s3"),
+    ("presign (s3)", "/api/v1/uploads/", "s3"),
+    ("presign (cloudinary)", "/api/v1/uploads/", "cloudinary"),
+]
+
+
+def child(path: str, provider: str, requests: int) -> None:
+    """Inside valgrind: warm up, then run `requests` requests with instrumentation on."""
+    hp._setup_django()
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    import backend.core.config as app_config
+    from backend.storage import switching
+    from backend.storage.factory import CloudStorageFactory
+
+    for handler in logging.getLogger().handlers:  # the INFO line is formatted, not shown
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    switching.activate_provider(provider, actor="bench")
+    tokens = list(Token.objects.values_list("key", flat=True))
+    client = Client(HTTP_HOST="127.0.0.1")
+
+    def run(count: int) -> None:
+        for i in range(count):
+            answer = client.post(
+                path,
+                hp.BODY,
+                content_type="application/json",
+                HTTP_AUTHORIZATION="Token " + tokens[i % len(tokens)],
+            )
+            if answer.status_code != 201:
+                raise SystemExit(f"{path}: {answer.status_code} {answer.content[:200]!r}")
+
+    run(30)
+    if CloudStorageFactory.active().name != provider:
+        raise SystemExit(f"the active provider is not {provider}")
+    # Under valgrind a request takes ~50x longer: without this the 0.5 s AppConfig copy would
+    # be refreshed every few requests, which the real process does once per 0.5 s.
+    app_config.LOCAL_TTL_SECONDS = 10**9
+    run(5)
+    subprocess.run(
+        ["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True
+    )
+    run(requests)
+    subprocess.run(
+        ["callgrind_control", "-i", "off", str(os.getpid())], check=True, capture_output=True
+    )
+
+
+def measure(path: str, provider: str, workdir: Path) -> float:
+    out = workdir / f"callgrind.{provider}.{path.strip('/').replace('/', '-')}"
+    result = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}",
+            sys.executable,
+            __file__,
+            "--child",
+            path,
+            provider,
+            str(REQUESTS),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **hp.SERVER_ENV, "PYTHONPATH": str(ROOT)},
+    )
+    match = re.search(r"Collected : (\d+)", result.stderr)
+    if result.returncode != 0 or not match:
+        raise SystemExit(f"valgrind run failed:\n{result.stderr[-2000:]}")
+    return int(match.group(1)) / REQUESTS
+
+
+def main() -> None:
+    if not shutil.which("valgrind"):
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    hp._ensure_database()
+    hp._setup_django()
+    hp._prepare()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
+    try:
+        counts = {label: measure(path, provider, workdir) for label, path, provider in CASES}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    floor = counts["floor"]
+    print(f"user-space instructions per request, web process only ({REQUESTS} requests each)")
+    print(f"{'endpoint':<22}{'instructions':>14}{'x floor':>9}")
+    for label, count in counts.items():
+        print(f"{label:<22}{count / 1000:>12.0f} k{count / floor:>9.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    else:
+        main()
