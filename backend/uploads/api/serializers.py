@@ -100,30 +100,47 @@ class UploadCreateInputSerializer(StrictInputSerializer):
         return dict(serializer.validated_data)
 
 
-_CREATE_FIELDS = frozenset(("filename", "content_type", "size", "checksum_sha256"))
+# The fast path's bounds are the declared fields' own, so the two cannot drift apart.
+_CREATE_DECLARED = UploadCreateInputSerializer._declared_fields
+_CREATE_FIELDS = frozenset(_CREATE_DECLARED)
+
+
+def _declared_bound(name: str, bound: str) -> int:
+    """A declared field's `max_length` / `min_value`. Import fails if one is dropped, rather
+    than the fast path guessing a bound the serializer no longer has."""
+    value = getattr(_CREATE_DECLARED[name], bound)
+    if not isinstance(value, int):  # pragma: no cover - a declaration changed
+        raise RuntimeError(f"UploadCreateInputSerializer.{name} has no {bound}")
+    return value
+
+
+_MAX_FILENAME = _declared_bound("filename", "max_length")
+_MAX_CONTENT_TYPE = _declared_bound("content_type", "max_length")
+_MAX_CHECKSUM = _declared_bound("checksum_sha256", "max_length")
+_MIN_SIZE = _declared_bound("size", "min_value")
 
 
 def _plainly_valid_create_input(data: Any) -> dict[str, Any] | None:
     """The create body's validated data when no field could fail or be converted, else None.
-    Mirrors UploadCreateInputSerializer's fields: filename a non-blank str of at most 10 000
-    characters (NUL allowed); content_type a non-blank str of at most 255 without NUL; size an
-    int (not a bool) of at least 1; checksum_sha256 absent, or a str of at most 64 without NUL
-    or surrounding whitespace (its field trims). No string with a lone surrogate (every DRF
-    CharField refuses those)."""
+    Mirrors UploadCreateInputSerializer's fields, with their own bounds: filename a non-blank
+    str within its max_length (NUL allowed); content_type a non-blank str within its max_length
+    without NUL; size an int (not a bool) of at least its min_value; checksum_sha256 absent, or
+    a str within its max_length without NUL or surrounding whitespace (its field trims). No
+    string with a lone surrogate (every DRF CharField refuses those)."""
     if type(data) is not dict or not _CREATE_FIELDS.issuperset(data):
         return None
     filename, content_type, size = data.get("filename"), data.get("content_type"), data.get("size")
-    if type(filename) is not str or not filename or len(filename) > 10_000:
+    if type(filename) is not str or not filename or len(filename) > _MAX_FILENAME:
         return None
-    if type(content_type) is not str or not content_type or len(content_type) > 255:
+    if type(content_type) is not str or not content_type or len(content_type) > _MAX_CONTENT_TYPE:
         return None
-    if "\x00" in content_type or type(size) is not int or size < 1:
+    if "\x00" in content_type or type(size) is not int or size < _MIN_SIZE:
         return None
     out: dict[str, Any] = {"filename": filename, "content_type": content_type, "size": size}
     texts = [filename, content_type]
     if "checksum_sha256" in data:
         checksum = data["checksum_sha256"]
-        if type(checksum) is not str or len(checksum) > 64 or "\x00" in checksum:
+        if type(checksum) is not str or len(checksum) > _MAX_CHECKSUM or "\x00" in checksum:
             return None
         if checksum != checksum.strip():
             return None
