@@ -10,6 +10,7 @@ provider does not take a whole process away from health checks and cheap reads.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 
@@ -47,6 +48,30 @@ access_log_format = os.environ.get("GUNICORN_ACCESS_LOG_FORMAT", "").strip() or 
     '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(M)sms '
     "request_id=%({x-request-id}o)s"
 )
+
+# --- Garbage collection in the workers ------------------------------------------------------
+# A presign allocates a few thousand container objects: with CPython's generation-0 threshold
+# (700) that is several collections per request, and each older-generation collection walks
+# every object of the loaded app (Django, DRF, botocore's service models). What the master
+# preloaded is frozen before each fork (out of the collector's sight, and its memory pages stay
+# shared copy-on-write, which a collection would dirty), what a worker loads at its start is
+# frozen after it, and generation 0 is collected every GUNICORN_GC_THRESHOLD allocations
+# (0 keeps CPython's own threshold). About 1.5 % of a request's CPU (docs/performance.md).
+gc_threshold = _int("GUNICORN_GC_THRESHOLD", 10_000)
+
+
+def pre_fork(server: object, worker: object) -> None:
+    gc.freeze()
+
+
+def post_fork(server: object, worker: object) -> None:
+    if gc_threshold > 0:
+        gc.set_threshold(gc_threshold, *gc.get_threshold()[1:])
+
+
+def post_worker_init(worker: object) -> None:
+    gc.freeze()
+
 
 # --- Metrics across workers (prometheus-client multiprocess mode, backend/core/metrics.py) -----
 # Each worker writes its counters to files in this directory; /metrics adds them up. It must be

@@ -94,23 +94,88 @@ def test_simple_throttle_with_own_key_matches_drf(redis_url, monkeypatch) -> Non
     assert got == expected
 
 
-def test_one_round_trip_per_check(redis_url, monkeypatch) -> None:
-    """The whole check is one EVALSHA (DRF's cache throttle: a GET and a SET)."""
-    import redis
+def _check(user_pk: int = 1) -> bool:
+    view = SimpleNamespace(throttle_scope="upload_create")
+    return bool(throttling.ScopedRateThrottle().allow_request(_request(user_pk), view))
 
+
+@pytest.fixture
+def redis_throttle(redis_url, monkeypatch) -> Any:
     _rates(monkeypatch, {"upload_create": "9/minute"})
-    calls: list[Any] = []
-    real = redis.Redis.execute_command
-
-    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(args[0])
-        return real(self, *args, **kwargs)
-
     with override_settings(
         THROTTLE_REDIS_URL=redis_url, THROTTLE_KEY_PREFIX=f"test-{uuid.uuid4().hex}:"
     ):
-        view = SimpleNamespace(throttle_scope="upload_create")
-        throttling.ScopedRateThrottle().allow_request(_request(1), view)  # loads the script
-        monkeypatch.setattr(redis.Redis, "execute_command", counting)
-        assert throttling.ScopedRateThrottle().allow_request(_request(1), view)
-    assert calls == ["EVALSHA"]
+        yield redis_url
+
+
+def test_one_round_trip_per_check(redis_throttle, monkeypatch) -> None:
+    """The whole check is one EVALSHA (DRF's cache throttle: a GET and a SET), sent as one
+    packed command on the thread's connection."""
+    from redis.connection import AbstractConnection
+
+    assert _check()  # loads the script
+    sent: list[bytes] = []
+    real = AbstractConnection.send_packed_command
+
+    def recording(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        real(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    assert _check()
+    assert len(sent) == 1
+    assert b"EVALSHA" in sent[0]
+
+
+def test_a_flushed_script_is_loaded_again(redis_throttle, monkeypatch) -> None:
+    """After a Redis restart (or SCRIPT FLUSH) the next check loads the script and counts."""
+    import redis
+
+    assert _check(7)
+    redis.Redis.from_url(redis_throttle).script_flush()
+    assert _check(7)
+    for _ in range(7):
+        assert _check(7)
+    assert not _check(7)  # the 10th in the minute
+
+
+def test_a_killed_connection_is_replaced(redis_throttle, monkeypatch) -> None:
+    """A connection Redis closed (restart, idle timeout) costs no refused request: the check
+    reconnects once and runs."""
+    import redis
+
+    assert _check(8)
+    admin = redis.Redis.from_url(redis_throttle)
+    connection = throttling._sliding_window()._connection()
+    connection.send_command("CLIENT", "ID")
+    client_id = connection.read_response()
+    assert admin.client_kill_filter(_id=client_id) == 1
+    assert _check(8)
+
+
+def test_redis_down_is_an_error_not_an_allowance(monkeypatch) -> None:
+    """No Redis: the check raises redis' ConnectionError (answered 503 + Retry-After by the
+    API's error handler), never lets the request through unthrottled."""
+    from redis.exceptions import ConnectionError
+
+    from devtools.ports import free_port
+
+    _rates(monkeypatch, {"upload_create": "9/minute"})
+    with (
+        override_settings(
+            THROTTLE_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+            THROTTLE_REDIS_TIMEOUT_SECONDS=0.5,
+        ),
+        pytest.raises(ConnectionError),
+    ):
+        _check()
+
+
+def test_each_process_gets_its_own_window(redis_throttle, monkeypatch) -> None:
+    """A forked worker never shares its parent's sockets (gunicorn preloads, then forks)."""
+    window = throttling._sliding_window()
+    assert throttling._sliding_window() is window
+    monkeypatch.setattr(window, "pid", window.pid + 1)  # as seen from a forked child
+    fresh = throttling._sliding_window()
+    assert fresh is not window
+    assert fresh.member(1.0) != window.member(1.0)
