@@ -3,6 +3,7 @@ does not grow with N. bench/cleanup_scale.py measures the same at 10k and 100k r
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 import tracemalloc
@@ -65,6 +66,7 @@ class DeleteCallCounter:
 
 def run_measured(service: Any) -> tuple[cleanup.CleanupReport, list[int], int, float]:
     with DeleteCallCounter(service.client) as counter:
+        gc.collect()  # start from no pending cyclic garbage, whatever ran before
         tracemalloc.start()
         started = time.perf_counter()
         try:
@@ -100,8 +102,10 @@ def test_ten_thousand_orphans_take_twenty_delete_calls_in_flat_memory(
     assert MediaUpload.objects.exclude(status=UploadStatus.EXPIRED).count() == 0
     for key in small_keys[::500] + big_keys[::2_500]:
         assert not s3_storage.inspect(ObjectRef(key)).exists
-    # Memory is bounded by one batch, not by N: five times the rows, about the same peak.
-    assert big_peak < small_peak * 1.5, (small_peak, big_peak)
+    # Memory is bounded by one batch, not by N: five times the rows, about the same peak (memory
+    # growing with N would be near 5x). The peak also holds whatever cyclic garbage the collector
+    # has not reached yet, which depends on when it runs: 1.1x to 1.7x measured, hence 2x.
+    assert big_peak < small_peak * 2, (small_peak, big_peak)
     print(
         f"\n2k peak {small_peak / 1024:.0f} KiB, 10k peak {big_peak / 1024:.0f} KiB, "
         f"10k cleanup {big_elapsed:.2f} s"
