@@ -27,9 +27,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/upload_broker_bench_instructions"
-)
+if not os.environ.get("BENCH_DATABASE_URL"):
+    # Its own database on TEST_POSTGRES_URL's server (the HTTP bench uses `<name>_bench`); the
+    # valgrind children inherit it through the environment.
+    from urllib.parse import urlsplit, urlunsplit
+
+    _base = urlsplit(
+        os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/upload_broker")
+    )
+    _name = _base.path.lstrip("/") or "upload_broker"
+    os.environ["BENCH_DATABASE_URL"] = urlunsplit(
+        _base._replace(path=f"/{_name}_bench_instructions")
+    )
 
 from bench import http_presign as hp  # noqa: E402  (reads BENCH_DATABASE_URL at import)
 
