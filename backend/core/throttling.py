@@ -47,8 +47,9 @@ class _SlidingWindow:
     A check is the hot path of every throttled endpoint: the script's EVALSHA is packed and sent
     on the thread's own connection and its reply read (hiredis), without redis-py's client layer
     (connection pool checkout, retry wrapper, command dispatch), which cost two thirds of the
-    client's user CPU per check (27 -> 10 us measured; docs/performance.md). The connections come from a redis-py pool built from
-    THROTTLE_REDIS_URL, so every URL form (TLS, unix socket, password, db) works as elsewhere."""
+    client's user CPU per check (27 -> 10 us measured; docs/performance.md). The connections
+    come from a redis-py pool built from THROTTLE_REDIS_URL, so every URL form (TLS, unix
+    socket, password, db) works as elsewhere."""
 
     def __init__(self, url: str, timeout: float) -> None:
         import redis
