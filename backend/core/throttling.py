@@ -69,7 +69,10 @@ class _SlidingWindow:
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
         if connection is None:
-            connection = self._pool.make_connection()
+            # Built from the pool's settings, not checked out of it: a thread's connection closes
+            # with the thread (servers that start a thread per request, like runserver), and the
+            # pool's cap on connections it made would count the dead ones forever.
+            connection = self._pool.connection_class(**self._pool.connection_kwargs)
             self._local.connection = connection
         return connection
 

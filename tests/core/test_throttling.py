@@ -179,3 +179,31 @@ def test_each_process_gets_its_own_window(redis_throttle, monkeypatch) -> None:
     fresh = throttling._sliding_window()
     assert fresh is not window
     assert fresh.member(1.0) != window.member(1.0)
+
+
+def test_a_thread_per_request_server_never_runs_out_of_connections(redis_throttle) -> None:
+    """runserver starts a thread per request: each thread's connection goes with it, and more
+    threads than redis-py's default pool cap (100) still get checked."""
+    import gc
+    import threading
+
+    import redis
+
+    outcomes: list[bool] = []
+    for round_ in range(6):
+        threads = [
+            threading.Thread(target=lambda pk=round_ * 100 + i: outcomes.append(_check(1000 + pk)))
+            for i in range(25)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert outcomes == [True] * 150
+    gc.collect()
+    mine = [
+        client
+        for client in redis.Redis.from_url(redis_throttle).client_list()
+        if client.get("cmd") == "evalsha"
+    ]
+    assert len(mine) < 30  # the threads' connections closed with them
