@@ -39,16 +39,9 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.httpstack import bench_database_url  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _bench_database_url() -> str:
-    if os.environ.get("BENCH_DATABASE_URL"):
-        return os.environ["BENCH_DATABASE_URL"]
-    base = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/upload_broker")
-    parts = urlsplit(base)
-    name = parts.path.lstrip("/") or "upload_broker"
-    return urlunsplit(parts._replace(path=f"/{name}_bench"))
 
 
 def _free_port() -> int:
@@ -59,7 +52,7 @@ def _free_port() -> int:
     return free_port()
 
 
-DATABASE_URL = _bench_database_url()
+DATABASE_URL = bench_database_url("_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL") or os.environ.get(
     "TEST_REDIS_URL", "redis://127.0.0.1:6379/0"
 )

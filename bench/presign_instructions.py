@@ -27,18 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-if not os.environ.get("BENCH_DATABASE_URL"):
-    # Its own database on TEST_POSTGRES_URL's server (the HTTP bench uses `<name>_bench`); the
-    # valgrind children inherit it through the environment.
-    from urllib.parse import urlsplit, urlunsplit
+from bench.httpstack import bench_database_url  # noqa: E402
 
-    _base = urlsplit(
-        os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/upload_broker")
-    )
-    _name = _base.path.lstrip("/") or "upload_broker"
-    os.environ["BENCH_DATABASE_URL"] = urlunsplit(
-        _base._replace(path=f"/{_name}_bench_instructions")
-    )
+# Its own database (the HTTP bench uses `<name>_bench`), set before http_presign reads it at
+# import; the valgrind children inherit it through the environment.
+os.environ["BENCH_DATABASE_URL"] = bench_database_url("_bench_instructions")
 
 from bench import http_presign as hp  # noqa: E402  (reads BENCH_DATABASE_URL at import)
 

@@ -63,6 +63,10 @@ class _SlidingWindow:
         self._prefix = f"{self.pid:x}.{secrets.token_hex(4)}."
         self._counter = itertools.count()
 
+    def serves(self, url: str) -> bool:
+        """Whether this window is the current process's, on `url` (not inherited by a fork)."""
+        return self.url == url and self.pid == os.getpid()
+
     def member(self, now: float) -> str:
         return f"{now!r}:{self._prefix}{next(self._counter)}"
 
@@ -113,10 +117,10 @@ def _sliding_window() -> _SlidingWindow:
     global _window
     url = settings.THROTTLE_REDIS_URL
     window = _window
-    if window is not None and window.url == url and window.pid == os.getpid():
+    if window is not None and window.serves(url):
         return window
     with _lock:
-        if _window is None or _window.url != url or _window.pid != os.getpid():
+        if _window is None or not _window.serves(url):
             _window = _SlidingWindow(url, settings.THROTTLE_REDIS_TIMEOUT_SECONDS)
         return _window
 
