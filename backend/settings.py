@@ -265,6 +265,18 @@ THROTTLE_REDIS_URL = _str("THROTTLE_REDIS_URL", REDIS_URL)
 THROTTLE_KEY_PREFIX = _str("THROTTLE_KEY_PREFIX", "upload-broker:")
 THROTTLE_REDIS_TIMEOUT_SECONDS = _float("THROTTLE_REDIS_TIMEOUT_SECONDS", 2.0)
 
+# Where the per-user quota counters live (backend/uploads/quotas.py): `redis` (on
+# THROTTLE_REDIS_URL; a create's quota and throttle then take one round trip, and the database
+# only the row's INSERT) or `database` (one counter row per user). Either is exact; both are
+# re-derived from the rows by the cleanup job.
+QUOTA_COUNTERS = _str("QUOTA_COUNTERS", "redis" if THROTTLE_REDIS_URL else "database")
+if QUOTA_COUNTERS not in ("redis", "database"):
+    raise ImproperlyConfigured(f"QUOTA_COUNTERS must be redis or database, got {QUOTA_COUNTERS!r}.")
+if QUOTA_COUNTERS == "redis" and not THROTTLE_REDIS_URL:
+    raise ImproperlyConfigured(
+        "QUOTA_COUNTERS=redis needs THROTTLE_REDIS_URL (or REDIS_URL): the counters live there."
+    )
+
 # --- Storage providers -------------------------------------------------------------------------
 # Cloudinary: either the three variables or CLOUDINARY_URL=cloudinary://key:secret@cloud_name
 CLOUDINARY_URL = _str("CLOUDINARY_URL", "")

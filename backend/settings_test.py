@@ -47,6 +47,8 @@ LOGGING = {**LOGGING, "root": {"handlers": ["console"], "level": "WARNING"}}  # 
 PROVIDER_BREAKER_REDIS_URL = ""
 # DRF's cache-based throttles in tests; tests/core/test_throttling.py points them at Redis.
 THROTTLE_REDIS_URL = ""
+# Quota counters in the database by default; tests/uploads/test_quotas.py runs both stores.
+QUOTA_COUNTERS = "database"
 # Concurrency tests run many threads against one provider on purpose; the limit's own tests
 # set it explicitly.
 PROVIDER_MAX_CONCURRENCY = 32

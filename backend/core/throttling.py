@@ -7,6 +7,10 @@ drop the timestamps older than the window, count, refuse or add. The behaviour i
 request: the same rates and scopes, the same cache keys, the same `wait()` (hence the same
 Retry-After). Without THROTTLE_REDIS_URL (development, the test settings) DRF's own cache-based
 implementation runs.
+
+A view may also *defer* its check (`defer`) to the moment its work is admitted, so that another
+script (the upload quotas, backend/uploads/quotas.py) runs the window check in the same round
+trip: the Lua functions below are shared by both scripts.
 """
 
 from __future__ import annotations
@@ -16,40 +20,68 @@ import itertools
 import os
 import secrets
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from rest_framework import throttling
+from rest_framework import exceptions, throttling
 from rest_framework.request import Request
 
-# KEYS[1] the throttle key; ARGV: now, window (s), limit, a unique member.
-# Returns {allowed (0/1), entries in the window (after adding when allowed), oldest timestamp}.
-_SLIDING_WINDOW = """
-local key = KEYS[1]
-local now = tonumber(ARGV[1])
-local duration = tonumber(ARGV[2])
-local limit = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - duration)
-local count = redis.call('ZCARD', key)
-if count >= limit then
-  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  return {0, count, oldest[2] or ''}
+# The sliding window as Lua functions, for every script that checks a window: `window_count`
+# drops the timestamps older than the window and counts the rest, `window_add` records one.
+WINDOW_FUNCTIONS = """
+local function window_count(key, now, duration)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - duration)
+  return redis.call('ZCARD', key)
 end
-redis.call('ZADD', key, now, ARGV[4])
-redis.call('PEXPIRE', key, math.ceil(duration * 1000))
-return {1, count + 1, ''}
+local function window_oldest(key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return oldest[2] or ''
+end
+local function window_add(key, now, duration, member)
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, math.ceil(duration * 1000))
+end
 """
 
 
-class _SlidingWindow:
-    """The script on one Redis connection per thread of this process.
+class Script:
+    """A Lua script run by EVALSHA (loaded on first use, and again after a Redis restart)."""
 
-    A check is the hot path of every throttled endpoint: the script's EVALSHA is packed and sent
-    on the thread's own connection and its reply read (hiredis), without redis-py's client layer
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+# KEYS[1] the throttle key; ARGV: now, window (s), limit, a unique member.
+# Returns {allowed (0/1), entries in the window (after adding when allowed), oldest timestamp}.
+SLIDING_WINDOW = Script(
+    WINDOW_FUNCTIONS
+    + """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local duration = tonumber(ARGV[2])
+local count = window_count(key, now, duration)
+if count >= tonumber(ARGV[3]) then
+  return {0, count, window_oldest(key)}
+end
+window_add(key, now, duration, ARGV[4])
+return {1, count + 1, ''}
+"""
+)
+
+
+class RedisScripts:
+    """Scripts on one Redis connection per thread of this process.
+
+    A check is the hot path of every throttled endpoint: the EVALSHA is packed and sent on the
+    thread's own connection and its reply read (hiredis), without redis-py's client layer
     (connection pool checkout, retry wrapper, command dispatch), which cost two thirds of the
     client's user CPU per check (27 -> 10 us measured; docs/performance.md). The connections
     come from a redis-py pool built from THROTTLE_REDIS_URL, so every URL form (TLS, unix
-    socket, password, db) works as elsewhere."""
+    socket, password, db) works as elsewhere. `send` and `Sent.result` split a call in two, so
+    the caller can work while Redis answers."""
 
     def __init__(self, url: str, timeout: float) -> None:
         import redis
@@ -58,13 +90,12 @@ class _SlidingWindow:
         self.pid = os.getpid()
         self._pool = redis.ConnectionPool.from_url(url, socket_timeout=timeout)
         self._local = threading.local()
-        self._sha = hashlib.sha1(_SLIDING_WINDOW.encode(), usedforsecurity=False).hexdigest()
         # Members only need to be unique within one key: this process's prefix and a counter.
         self._prefix = f"{self.pid:x}.{secrets.token_hex(4)}."
         self._counter = itertools.count()
 
     def serves(self, url: str) -> bool:
-        """Whether this window is the current process's, on `url` (not inherited by a fork)."""
+        """Whether these scripts are the current process's, on `url` (not inherited by a fork)."""
         return self.url == url and self.pid == os.getpid()
 
     def member(self, now: float) -> str:
@@ -80,84 +111,215 @@ class _SlidingWindow:
             self._local.connection = connection
         return connection
 
-    def __call__(self, key: str, *args: Any) -> Any:
-        from redis.exceptions import ConnectionError, NoScriptError
+    def send(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Sent:
+        """Send the EVALSHA; `result()` of the answer reads the reply. One call at a time per
+        thread: read a reply before sending the next call."""
+        from redis.exceptions import ConnectionError
 
         connection = self._connection()
-        command = connection.pack_command("EVALSHA", self._sha, 1, key, *args)
-        reconnected = False
+        command = connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            connection.send_packed_command(command, check_health=False)
+        except ConnectionError:
+            # A connection gone stale (Redis restarted, an idle timeout): one fresh try, as
+            # redis-py's client retries. Timeouts are not retried: they would multiply.
+            connection.disconnect()
+            return Sent(connection, script, command, retried=True, failed=True)
+        except BaseException:
+            connection.disconnect()
+            raise
+        return Sent(connection, script, command, retried=False, failed=False)
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return self.send(script, keys, args).result()
+
+
+class Sent:
+    """One script call sent and not yet read."""
+
+    def __init__(
+        self,
+        connection: Any,
+        script: Script,
+        command: Any,
+        *,
+        retried: bool,
+        failed: bool,
+    ) -> None:
+        self._connection = connection
+        self._script = script
+        self._command = command
+        self._retried = retried
+        self._failed = failed
+        self._done = False
+        self._reply: Any = None
+
+    def result(self) -> Any:
+        """The script's reply (read once; later calls return the same)."""
+        if not self._done:
+            self._reply = self._read()
+            self._done = True
+        return self._reply
+
+    def _read(self) -> Any:
+        from redis.exceptions import ConnectionError, NoScriptError
+
+        connection = self._connection
         for _ in range(3):  # worst case: a stale connection, then a Redis without the script
             try:
-                connection.send_packed_command(command, check_health=False)
+                if self._failed:
+                    self._failed = False
+                    connection.send_packed_command(self._command, check_health=False)
                 return connection.read_response()
             except NoScriptError:
                 # Redis restarted or flushed its scripts: load it, then run it.
-                connection.send_command("SCRIPT", "LOAD", _SLIDING_WINDOW)
+                connection.send_command("SCRIPT", "LOAD", self._script.text)
                 connection.read_response()
+                self._failed = True
             except ConnectionError:
-                # A connection gone stale (Redis restarted, an idle timeout): one fresh try,
-                # as redis-py's client retries. Timeouts are not retried: they would multiply.
                 connection.disconnect()
-                if reconnected:
+                if self._retried:
                     raise
-                reconnected = True
+                self._retried = True
+                self._failed = True
             except BaseException:
-                # A half-read reply would answer the next check: start that one afresh.
+                # A half-read reply would answer the next call: start that one afresh.
                 connection.disconnect()
                 raise
-        raise NoScriptError("the throttle script could not be loaded")
+        raise NoScriptError("the script could not be loaded")
 
 
 _lock = threading.Lock()
-_window: _SlidingWindow | None = None
+_scripts: RedisScripts | None = None
 
 
-def _sliding_window() -> _SlidingWindow:
-    """This process's window on THROTTLE_REDIS_URL (made again after a fork or a new URL)."""
-    global _window
+def redis_scripts() -> RedisScripts:
+    """This process's scripts on THROTTLE_REDIS_URL (made again after a fork or a new URL)."""
+    global _scripts
     url = settings.THROTTLE_REDIS_URL
-    window = _window
-    if window is not None and window.serves(url):
-        return window
+    scripts = _scripts
+    if scripts is not None and scripts.serves(url):
+        return scripts
     with _lock:
-        if _window is None or not _window.serves(url):
-            _window = _SlidingWindow(url, settings.THROTTLE_REDIS_TIMEOUT_SECONDS)
-        return _window
+        if _scripts is None or not _scripts.serves(url):
+            _scripts = RedisScripts(url, settings.THROTTLE_REDIS_TIMEOUT_SECONDS)
+        return _scripts
+
+
+@dataclass
+class WindowCheck:
+    """One request's sliding-window check, not yet run: the key and the script's arguments,
+    and the throttle that reads the outcome (`wait()` for Retry-After)."""
+
+    throttle: SimpleRateThrottle
+    key: str
+    now: float
+    duration: int
+    limit: int
+    member: str
+
+    def args(self) -> tuple[Any, ...]:
+        """ARGV for `window_count` / `window_add`: now, window (s), limit, member."""
+        return (repr(self.now), self.duration, self.limit, self.member)
+
+    def settle(self, allowed: Any, count: Any, oldest: Any) -> bool:
+        """Record the script's outcome on the throttle, as DRF's allow_request leaves it."""
+        if allowed:
+            # DRF reads the history only in wait(), which runs for a refused request alone.
+            self.throttle.history = []
+            return True
+        # What DRF's wait() reads: the window's length and its oldest timestamp (DRF keeps
+        # the list newest first, so history[-1] is the oldest).
+        oldest_at = float(oldest) if oldest not in (b"", "", None) else self.now
+        self.throttle.history = [oldest_at] * int(count)
+        return False
 
 
 class SimpleRateThrottle(throttling.SimpleRateThrottle):
     """SimpleRateThrottle's `allow_request` on the Redis sorted set (`wait` is DRF's, fed the
     window's length and oldest timestamp). Base for throttles with their own get_cache_key."""
 
+    def window_check(self, request: Request, view: Any) -> WindowCheck | None:
+        """This request's check on Redis, or None when no rate applies to it."""
+        if self.rate is None:
+            return None
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return None
+        self.now = self.timer()
+        return WindowCheck(
+            throttle=self,
+            key=settings.THROTTLE_KEY_PREFIX + key,
+            now=self.now,
+            # DRF sets both from the rate in __init__ / ScopedRateThrottle.allow_request.
+            duration=self.duration,  # type: ignore[attr-defined]
+            limit=self.num_requests,  # type: ignore[attr-defined]
+            member=redis_scripts().member(self.now),
+        )
+
     def allow_request(self, request: Request, view: Any) -> bool:
         if not settings.THROTTLE_REDIS_URL:
             return super().allow_request(request, view)
-        if self.rate is None:
+        check = self.window_check(request, view)
+        if check is None:
             return True
-        key = self.get_cache_key(request, view)
-        if key is None:
-            return True
-        self.now = self.timer()
-        window = _sliding_window()
-        allowed, count, oldest = window(
-            settings.THROTTLE_KEY_PREFIX + key,
-            repr(self.now),
-            # DRF sets both from the rate in __init__ / ScopedRateThrottle.allow_request.
-            self.duration,  # type: ignore[attr-defined]
-            self.num_requests,  # type: ignore[attr-defined]
-            window.member(self.now),
-        )
-        if allowed:
-            # DRF reads the history only in wait(), which runs for a refused request alone.
-            self.history = []
-            return True
-        # What DRF's wait() reads: the window's length and its oldest timestamp (DRF keeps
-        # the list newest first, so history[-1] is the oldest).
-        oldest_at = float(oldest) if oldest not in (b"", "", None) else self.now
-        self.history = [oldest_at] * int(count)
-        return False
+        allowed, count, oldest = redis_scripts().run(SLIDING_WINDOW, [check.key], check.args())
+        return check.settle(allowed, count, oldest)
 
 
 class ScopedRateThrottle(throttling.ScopedRateThrottle, SimpleRateThrottle):
-    """DRF's ScopedRateThrottle (view.throttle_scope; it sets the rate, then calls the
-    Redis `allow_request` above), state in Redis."""
+    """DRF's ScopedRateThrottle (the rate from view.throttle_scope), state in Redis."""
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if not settings.THROTTLE_REDIS_URL:
+            return super().allow_request(request, view)  # DRF's, on the cache
+        return SimpleRateThrottle.allow_request(self, request, view)
+
+    def window_check(self, request: Request, view: Any) -> WindowCheck | None:
+        # What DRF's ScopedRateThrottle.allow_request does before its parent's check (a view
+        # without a scope is not throttled).
+        self.scope = getattr(view, self.scope_attr, None)
+        if not self.scope:
+            return None
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().window_check(request, view)
+
+
+class DeferredThrottle:
+    """A view's one Redis throttle check, taken out of DRF's `initial()`: run by the script
+    that admits the request's work (the same round trip), or alone before any other answer,
+    so that a request over its rate is still answered 429 first, as DRF answers it."""
+
+    def __init__(self, check: WindowCheck | None) -> None:
+        self.check = check
+        self.settled = check is None
+
+    def settle(self, allowed: Any, count: Any, oldest: Any) -> None:
+        """The outcome of the window check another script ran; raises Throttled (429)."""
+        self.settled = True
+        assert self.check is not None
+        if not self.check.settle(allowed, count, oldest):
+            raise exceptions.Throttled(self.check.throttle.wait())
+
+    def run_alone(self) -> None:
+        """Run the check now if nothing ran it yet; raises Throttled (429)."""
+        if self.settled:
+            return
+        self.settled = True
+        check = self.check
+        assert check is not None
+        allowed, count, oldest = redis_scripts().run(SLIDING_WINDOW, [check.key], check.args())
+        if not check.settle(allowed, count, oldest):
+            raise exceptions.Throttled(check.throttle.wait())
+
+
+def defer(throttles: Sequence[Any], request: Request, view: Any) -> DeferredThrottle | None:
+    """The view's throttles as one deferred check, or None when they cannot be deferred (not
+    exactly one, not on Redis): the caller then runs DRF's check_throttles."""
+    if not settings.THROTTLE_REDIS_URL or len(throttles) != 1:
+        return None
+    throttle = throttles[0]
+    if not isinstance(throttle, SimpleRateThrottle):
+        return None
+    return DeferredThrottle(throttle.window_check(request, view))

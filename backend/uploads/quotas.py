@@ -1,9 +1,18 @@
 """Per-user upload quotas in constant time: the pending cap and the daily bytes.
 
-Each user has one `UploadQuota` row. A new upload *reserves* with one conditional statement that
-checks both limits and moves both counters at once, whatever the number of the user's uploads or
-of the table (on PostgreSQL `INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING`, which
-takes the row lock, so the cap is exact under concurrency; elsewhere a conditional UPDATE).
+Two stores of the same counters (QUOTA_COUNTERS):
+
+- `database`: each user has one `UploadQuota` row. A new upload *reserves* with one conditional
+  statement that checks both limits and moves both counters at once, whatever the number of the
+  user's uploads or of the table (on PostgreSQL `INSERT ... ON CONFLICT DO UPDATE ... WHERE ...
+  RETURNING`, which takes the row lock, so the cap is exact under concurrency, and the row's
+  INSERT rides in the same statement; elsewhere a conditional UPDATE).
+- `redis` (the default where the throttles live in Redis): one hash per user, moved by one Lua
+  script, atomic in Redis, so the cap is exact under concurrency. The create endpoint's throttle
+  check runs in the same script (one round trip for both, `backend.core.throttling.defer`), and
+  PostgreSQL sees only the row's INSERT. A counter Redis does not have (a user's first upload,
+  a Redis that lost its data, an idle user's expired hash) is seeded from the rows by the
+  script's caller before it reserves.
 
 A reservation is released when its row leaves `pending` (confirmed, failed, expired, deleted,
 aborted): the service that wins the row's conditional status UPDATE calls `release`, so each exit
@@ -13,11 +22,16 @@ trued up when it leaves `pending`) on the day it was created.
 
 `recount` re-derives every counter from the rows (the cleanup job runs it): a counter that
 drifted (a process killed between reserving and inserting, a row changed behind the service's
-back) heals on the next run.
+back) heals on the next run. In Redis a drifted hash is deleted, to be seeded afresh from the
+rows, and only when it has not moved for a request's lifetime, so a reservation whose INSERT is
+still on its way is never mistaken for drift. One case stays inexact until that run: a hash lost
+(or healed) while a reservation made on it had not inserted its row yet is seeded without it.
 """
 
 from __future__ import annotations
 
+import logging
+import time as clock
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +39,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     BigIntegerField,
@@ -43,10 +58,18 @@ from django.db.models import (
 from django.db.models.fields import Field
 from django.db.models.functions import Coalesce, Greatest
 
+from backend.core import throttling
 from backend.core.errors import QuotaExceeded
 from backend.uploads.models import MediaUpload, UploadQuota, UploadStatus
 
+logger = logging.getLogger(__name__)
+
 _BIG = BigIntegerField()
+
+
+def in_redis() -> bool:
+    """Whether the counters live in Redis (QUOTA_COUNTERS=redis) rather than in the database."""
+    return settings.QUOTA_COUNTERS == "redis"
 
 
 def utc_today() -> date:
@@ -194,9 +217,17 @@ def _reserve_orm(owner_id: Any, day: date, nbytes: int, limits: Limits) -> bool:
 
 
 def _refusal(owner_id: Any, day: date, nbytes: int, limits: Limits) -> QuotaExceeded:
-    row = UploadQuota.objects.filter(owner_id=owner_id).first()
-    pending = row.pending_count if row else 0
-    used = row.day_bytes if row and row.day == day else 0
+    if in_redis():
+        pending, used = counters_of(owner_id)
+    else:
+        row = UploadQuota.objects.filter(owner_id=owner_id).first()
+        pending = row.pending_count if row else 0
+        used = row.day_bytes if row and row.day == day else 0
+    return _refusal_of(pending, used, nbytes, limits)
+
+
+def _refusal_of(pending: int, used: int, nbytes: int, limits: Limits) -> QuotaExceeded:
+    """The 429 for counters at (`pending`, bytes `used` today) refusing `nbytes` more."""
     if pending >= limits.max_pending:
         return QuotaExceeded(
             f"You have {pending} unconfirmed uploads; at most {limits.max_pending} may be "
@@ -227,6 +258,9 @@ def reserve(owner_id: Any, nbytes: int, limits: Limits) -> date:
     One statement when it fits. Returns the UTC day the bytes were counted on."""
     day = utc_today()
     _refuse_if_never_fits(owner_id, day, nbytes, limits)
+    if in_redis():
+        _RedisReservation(owner_id, day, nbytes, limits, None).wait()
+        return day
     reserve_one = _reserve_postgres if connection.vendor == "postgresql" else _reserve_orm
     if not reserve_one(owner_id, day, nbytes, limits):
         raise _refusal(owner_id, day, nbytes, limits)
@@ -237,6 +271,14 @@ def release(owner_id: Any, *, day: date, pending: int = 1, bytes_delta: int = 0)
     """`pending` reservations left `pending`; their rows (created on `day`) now count
     `bytes_delta` more bytes (negative: fewer). One UPDATE; never below zero."""
     if not pending and not bytes_delta:
+        return
+    if in_redis():
+        # After the commit of the transition that released it (a rolled-back one releases
+        # nothing). A Redis that cannot be reached leaves the counter high until the cleanup's
+        # recount: robust, so the caller's committed answer stands.
+        transaction.on_commit(
+            lambda: _redis_release(owner_id, day, pending, bytes_delta), robust=True
+        )
         return
     UploadQuota.objects.filter(owner_id=owner_id).update(
         pending_count=Greatest(F("pending_count") - pending, Value(0), output_field=_BIG),
@@ -282,14 +324,21 @@ def reservation(owner_id: Any, nbytes: int, limits: Limits) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        release(owner_id, day=day, bytes_delta=-nbytes)
+        if in_redis():
+            _give_back(owner_id, day, nbytes)  # now: Redis is not rolled back with the body
+        else:
+            release(owner_id, day=day, bytes_delta=-nbytes)
         raise
 
 
 def insert_reserved(row: MediaUpload, nbytes: int, limits: Limits) -> None:
     """INSERT the new pending `row` if the reservation of `nbytes` fits, else QuotaExceeded.
     On PostgreSQL one statement; elsewhere a reservation, then the INSERT (given back if the
-    INSERT fails)."""
+    INSERT fails). With the counters in Redis, `reserving` and a plain INSERT."""
+    if in_redis():
+        with reserving(row.owner_id, nbytes, limits) as held:
+            held.insert(row)
+        return
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         with reservation(row.owner_id, nbytes, limits):
             row.save(force_insert=True)
@@ -308,7 +357,10 @@ def _day_start(day: date) -> datetime:
 
 def recount() -> int:
     """Re-derive every user's counters from the rows (the cleanup job). Returns the number of
-    counter rows written. Two statements over the table, whatever drifted."""
+    counter rows written (in Redis: hashes found drifted and deleted, to be seeded afresh).
+    Two statements over the table, whatever drifted."""
+    if in_redis():
+        return _recount_redis()
     day = utc_today()
     start, end = _day_start(day), _day_start(day + timedelta(days=1))
     owners = (
@@ -338,6 +390,11 @@ def recount() -> int:
 
 def counters_of(owner_id: Any) -> tuple[int, int]:
     """(pending_count, bytes counted today) as the counters say (0, 0 without a row)."""
+    if in_redis():
+        pending, day, used = _redis().hmget(_redis_key(owner_id), "p", "d", "b")
+        if pending is None:
+            return 0, 0
+        return int(pending), int(used or 0) if day == utc_today().isoformat().encode() else 0
     row = UploadQuota.objects.filter(owner_id=owner_id).first()
     if row is None:
         return 0, 0
@@ -347,8 +404,310 @@ def counters_of(owner_id: Any) -> tuple[int, int]:
 def counted_from_rows(owner_id: Any) -> tuple[int, int]:
     """The same re-derived from the rows (what `recount` writes)."""
     start = _day_start(utc_today())
-    usage = MediaUpload.objects.filter(owner_id=owner_id).aggregate(
+    rows = MediaUpload.objects.filter(owner_id=owner_id)
+    usage = rows.filter(Q(status=UploadStatus.PENDING) | Q(created_at__gte=start)).aggregate(
         pending=Count("id", filter=Q(status=UploadStatus.PENDING)),
         today=Sum("quota_bytes", filter=Q(created_at__gte=start)),
     )
     return int(usage["pending"] or 0), int(usage["today"] or 0)
+
+
+# --- the counters in Redis (QUOTA_COUNTERS=redis) -------------------------------------------------
+
+# A hash lives this long after its last change: an idle user's counters go, and are seeded from
+# the rows again on the next upload (a pending upload expires, and is released, well before).
+_HASH_TTL_MS = 2 * 24 * 3600 * 1000
+
+# KEYS[1] the user's hash {p: pending, d: day counted, b: bytes counted on d, t: last change (ms)};
+# KEYS[2] (optional) the request's throttle window.
+# ARGV: day, nbytes, max_pending, max_bytes, now (ms), ttl (ms), seed pending, seed bytes ('' =
+# no seed); with KEYS[2] also the window's now, duration, limit, member.
+# Returns {status, a, b}: 0 reserved {pending, bytes today} after it; 1 throttled {entries in the
+# window, oldest timestamp}; 2 refused {pending, bytes today}; 3 no hash and no seed {0, 0}.
+# The throttle is checked first and records the request unless it is throttled or the hash is
+# missing (the caller seeds and runs the script again), as DRF's check before the view would.
+_RESERVE = throttling.Script(
+    throttling.WINDOW_FUNCTIONS
+    + """
+local q, w = KEYS[1], KEYS[2]
+local day = ARGV[1]
+if w then
+  local count = window_count(w, tonumber(ARGV[9]), tonumber(ARGV[10]))
+  if count >= tonumber(ARGV[11]) then return {1, count, window_oldest(w)} end
+end
+if redis.call('EXISTS', q) == 0 then
+  if ARGV[7] == '' then return {3, 0, 0} end
+  redis.call('HSET', q, 'p', ARGV[7], 'd', day, 'b', ARGV[8], 't', ARGV[5])
+end
+local v = redis.call('HMGET', q, 'p', 'd', 'b')
+local pending = tonumber(v[1]) or 0
+local used = 0
+if v[2] == day then used = tonumber(v[3]) or 0 end
+local status = 0
+if pending >= tonumber(ARGV[3]) or used + tonumber(ARGV[2]) > tonumber(ARGV[4]) then
+  status = 2
+else
+  if v[2] ~= day then redis.call('HSET', q, 'd', day, 'b', 0) end
+  pending = redis.call('HINCRBY', q, 'p', 1)
+  used = redis.call('HINCRBY', q, 'b', ARGV[2])
+  redis.call('HSET', q, 't', ARGV[5])
+end
+redis.call('PEXPIRE', q, ARGV[6])
+if w then window_add(w, tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[12]) end
+return {status, pending, used}
+"""
+)
+
+# KEYS[1] the user's hash; ARGV: pending released, day of the rows, bytes delta, now (ms), ttl.
+# Never below zero; a missing hash is left missing (its seed will read the rows as they are).
+_RELEASE = throttling.Script(
+    """
+local q = KEYS[1]
+if redis.call('EXISTS', q) == 0 then return 0 end
+local v = redis.call('HMGET', q, 'p', 'd', 'b')
+local n = math.min(tonumber(ARGV[1]), tonumber(v[1]) or 0)
+if n > 0 then redis.call('HINCRBY', q, 'p', -n) end
+if v[2] == ARGV[2] then
+  local delta = math.max(tonumber(ARGV[3]), -(tonumber(v[3]) or 0))
+  if delta ~= 0 then redis.call('HINCRBY', q, 'b', delta) end
+end
+redis.call('HSET', q, 't', ARGV[4])
+redis.call('PEXPIRE', q, ARGV[5])
+return 1
+"""
+)
+
+# KEYS[1] the user's hash; ARGV: pending and bytes the rows give, today, cutoff (ms).
+# Deletes the hash when it disagrees with the rows and has not changed since the cutoff.
+_HEAL = throttling.Script(
+    """
+local q = KEYS[1]
+local v = redis.call('HMGET', q, 'p', 'd', 'b', 't')
+if not v[1] then return 0 end
+if (tonumber(v[4]) or 0) > tonumber(ARGV[4]) then return 0 end
+local used = 0
+if v[2] == ARGV[3] then used = tonumber(v[3]) or 0 end
+if tonumber(v[1]) == tonumber(ARGV[1]) and used == tonumber(ARGV[2]) then return 0 end
+redis.call('DEL', q)
+return 1
+"""
+)
+
+
+def _redis() -> Any:
+    """A redis-py client on the throttles' server (for the cold paths: reads, scans)."""
+    import redis
+
+    return redis.Redis.from_url(
+        settings.THROTTLE_REDIS_URL, socket_timeout=settings.THROTTLE_REDIS_TIMEOUT_SECONDS
+    )
+
+
+def _redis_key(owner_id: Any) -> str:
+    return f"{settings.THROTTLE_KEY_PREFIX}quota:{owner_id}"
+
+
+def _now_ms() -> int:
+    return int(clock.time() * 1000)
+
+
+class _RedisReservation:
+    """One reservation in Redis, sent at once (with the request's deferred throttle check) and
+    read by `wait()`, so that the caller signs while Redis answers."""
+
+    def __init__(
+        self,
+        owner_id: Any,
+        day: date,
+        nbytes: int,
+        limits: Limits,
+        throttle: throttling.DeferredThrottle | None,
+    ) -> None:
+        self.owner_id, self.day, self.nbytes, self.limits = owner_id, day, nbytes, limits
+        self.check = throttle.check if throttle is not None and not throttle.settled else None
+        self.throttle = throttle
+        self.reserved = False
+        self._sent = self._send(seed=("", ""))
+
+    def _send(self, seed: tuple[Any, Any]) -> throttling.Sent:
+        keys = [_redis_key(self.owner_id)]
+        args: list[Any] = [
+            self.day.isoformat(),
+            self.nbytes,
+            self.limits.max_pending,
+            self.limits.max_bytes_per_day,
+            _now_ms(),
+            _HASH_TTL_MS,
+            *seed,
+        ]
+        if self.check is not None:
+            keys.append(self.check.key)
+            args.extend(self.check.args())
+        return throttling.redis_scripts().send(_RESERVE, keys, args)
+
+    def wait(self) -> None:
+        """The answer: reserved, or Throttled / QuotaExceeded (429)."""
+        status, first, second = self._sent.result()
+        if status == 3:  # no counters in Redis: seed them from the rows, then reserve
+            self._sent = self._send(seed=counted_from_rows(self.owner_id))
+            status, first, second = self._sent.result()
+        if self.check is not None and self.throttle is not None:
+            self.throttle.settle(status != 1, first, second)  # raises Throttled
+        if status == 2:
+            raise _refusal_of(int(first), int(second), self.nbytes, self.limits)
+        self.reserved = True
+
+    def give_back(self) -> None:
+        if self.reserved:
+            self.reserved = False
+            _give_back(self.owner_id, self.day, self.nbytes)
+
+
+def _redis_release(owner_id: Any, day: date, pending: int, bytes_delta: int) -> None:
+    throttling.redis_scripts().run(
+        _RELEASE,
+        [_redis_key(owner_id)],
+        [pending, day.isoformat(), bytes_delta, _now_ms(), _HASH_TTL_MS],
+    )
+
+
+def _give_back(owner_id: Any, day: date, nbytes: int) -> None:
+    """Undo a reservation whose row was never inserted. A Redis that cannot be reached leaves
+    the counter high until the cleanup's recount; the caller's own error is what it answers."""
+    try:
+        _redis_release(owner_id, day, 1, -nbytes)
+    except Exception:
+        logger.warning("quota reservation of user %s not given back", owner_id, exc_info=True)
+
+
+def _recount_redis() -> int:
+    """Delete each hash that disagrees with the rows and has not changed for a request's
+    lifetime (seeded afresh on the user's next upload). Returns the number deleted."""
+    client = _redis()
+    prefix = _redis_key("")
+    # Rows read now include every row whose reservation is older than this.
+    grace_ms = 2 * settings.GUNICORN_TIMEOUT * 1000
+    cutoff = _now_ms() - grace_ms
+    today = utc_today()
+    start = _day_start(today)
+    healed = 0
+    batch: list[str] = []
+
+    def heal(keys: list[str]) -> int:
+        keys = [key for key in keys if key[len(prefix) :].isdigit()]
+        owners = [int(key[len(prefix) :]) for key in keys]
+        counted = {
+            entry["owner_id"]: (entry["pending"], entry["today"] or 0)
+            for entry in MediaUpload.objects.filter(owner_id__in=owners)
+            .filter(Q(status=UploadStatus.PENDING) | Q(created_at__gte=start))
+            .values("owner_id")
+            .order_by()
+            .annotate(
+                pending=Count("id", filter=Q(status=UploadStatus.PENDING)),
+                today=Sum("quota_bytes", filter=Q(created_at__gte=start)),
+            )
+        }
+        scripts = throttling.redis_scripts()
+        deleted = 0
+        for key, owner in zip(keys, owners, strict=True):
+            pending, used = counted.get(owner, (0, 0))
+            deleted += scripts.run(_HEAL, [key], [pending, used, today.isoformat(), cutoff])
+        return deleted
+
+    for raw in client.scan_iter(match=prefix + "*", count=1000):
+        batch.append(raw.decode())
+        if len(batch) == 500:
+            healed += heal(batch)
+            batch = []
+    if batch:
+        healed += heal(batch)
+    return healed
+
+
+# --- creating an upload ---------------------------------------------------------------------------
+
+
+class Reservation:
+    """The quota reservation of a new upload being created (`reserving`): `insert(row)` inserts
+    its `pending` row if the quota (and the deferred throttle) admit it."""
+
+    def __init__(
+        self,
+        owner_id: Any,
+        nbytes: int,
+        limits: Limits,
+        throttle: throttling.DeferredThrottle | None,
+    ) -> None:
+        self.nbytes, self.limits = nbytes, limits
+        self.day = utc_today()
+        _refuse_if_never_fits(owner_id, self.day, nbytes, limits)
+        self._redis = None
+        if in_redis():
+            self._redis = _RedisReservation(owner_id, self.day, nbytes, limits, throttle)
+        elif throttle is not None:
+            throttle.run_alone()
+        self.inserted = False
+
+    def insert(self, row: MediaUpload) -> None:
+        if self._redis is None:
+            insert_reserved(row, self.nbytes, self.limits)
+        else:
+            self._redis.wait()
+            try:
+                _insert(row)
+            except BaseException:
+                self._redis.give_back()
+                raise
+        self.inserted = True
+
+    def abandon(self) -> None:
+        """The body failed before `insert`: read Redis's answer (Throttled wins, as DRF would
+        have refused before the body ran) and give a reservation made back."""
+        if self._redis is None or self.inserted:
+            return
+        try:
+            self._redis.wait()
+        except QuotaExceeded:
+            return
+        self._redis.give_back()
+
+
+@contextmanager
+def reserving(
+    owner_id: Any,
+    nbytes: int,
+    limits: Limits,
+    throttle: throttling.DeferredThrottle | None = None,
+) -> Iterator[Reservation]:
+    """Reserve `nbytes` and one pending upload for a new row: the body signs, then calls
+    `insert(row)`. In Redis the reservation (and `throttle`, a deferred check) is sent on entry
+    and read by `insert`, so the body's work overlaps Redis's answer; in the database it is the
+    one statement of `insert_reserved`. A body that fails gives the reservation back."""
+    held = Reservation(owner_id, nbytes, limits, throttle)
+    try:
+        yield held
+    except BaseException:
+        held.abandon()
+        raise
+
+
+# The plain INSERT's text, built once per process from Django's compiled INSERT (the same reason
+# as `_insert_reserved_text`).
+_plain_insert: tuple[str, tuple[Field[Any, Any], ...]] | None = None
+
+
+def _insert(row: MediaUpload) -> None:
+    """INSERT `row` as `row.save(force_insert=True)` would, with its text compiled once."""
+    global _plain_insert
+    conn = connections[DEFAULT_DB_ALIAS]
+    if _plain_insert is None:
+        insert_sql, insert_params = _compiled_insert(conn, row)
+        fields = tuple(MediaUpload._meta.concrete_fields)
+        if len(insert_params) != len(fields):  # pragma: no cover - Django's INSERT shape
+            raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
+        _plain_insert = (insert_sql, fields)
+    statement, fields = _plain_insert
+    with conn.cursor() as cursor:
+        cursor.execute(statement, _insert_params(conn, row, fields))
+    row._state.adding = False
+    row._state.db = DEFAULT_DB_ALIAS

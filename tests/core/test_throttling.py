@@ -146,7 +146,7 @@ def test_a_killed_connection_is_replaced(redis_throttle, monkeypatch) -> None:
 
     assert _check(8)
     admin = redis.Redis.from_url(redis_throttle)
-    connection = throttling._sliding_window()._connection()
+    connection = throttling.redis_scripts()._connection()
     connection.send_command("CLIENT", "ID")
     client_id = connection.read_response()
     assert admin.client_kill_filter(_id=client_id) == 1
@@ -173,10 +173,10 @@ def test_redis_down_is_an_error_not_an_allowance(monkeypatch) -> None:
 
 def test_each_process_gets_its_own_window(redis_throttle, monkeypatch) -> None:
     """A forked worker never shares its parent's sockets (gunicorn preloads, then forks)."""
-    window = throttling._sliding_window()
-    assert throttling._sliding_window() is window
+    window = throttling.redis_scripts()
+    assert throttling.redis_scripts() is window
     monkeypatch.setattr(window, "pid", window.pid + 1)  # as seen from a forked child
-    fresh = throttling._sliding_window()
+    fresh = throttling.redis_scripts()
     assert fresh is not window
     assert fresh.member(1.0) != window.member(1.0)
 

@@ -1,9 +1,11 @@
 """Per-user quotas in O(1) (backend/uploads/quotas.py): exact under concurrency, released on
-every exit from `pending` exactly once, re-derived from the rows by the cleanup job."""
+every exit from `pending` exactly once, re-derived from the rows by the cleanup job. The tests
+that say so run on both stores (`quota_store`: database counter rows, Redis hashes)."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +27,52 @@ UPLOADS = "/api/v1/uploads/"
 @pytest.fixture
 def owner(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user("quota-owner", password="x")
+
+
+@pytest.fixture(params=["database", "redis"])
+def quota_store(request: Any, settings: Any) -> Any:
+    """Each store in turn; `redis` also puts the throttles there (as production does), under a
+    key prefix of this test's own, removed afterwards."""
+    if request.param == "database":
+        yield request.param
+        return
+    import redis
+
+    url = request.getfixturevalue("redis_url")
+    prefix = f"test-{uuid.uuid4().hex}:"
+    settings.THROTTLE_REDIS_URL = url
+    settings.THROTTLE_KEY_PREFIX = prefix
+    settings.QUOTA_COUNTERS = "redis"
+    yield request.param
+    client = redis.Redis.from_url(url)
+    stale = list(client.scan_iter(match=prefix + "*"))
+    if stale:
+        client.delete(*stale)
+
+
+def set_counters(owner: Any, pending: int, used: int) -> None:
+    """Make the counters drift (as a killed process would), in the store in use."""
+    if quotas.in_redis():
+        import redis
+        from django.conf import settings
+
+        redis.Redis.from_url(settings.THROTTLE_REDIS_URL).hset(
+            quotas._redis_key(owner.pk),
+            mapping={"p": pending, "d": quotas.utc_today().isoformat(), "b": used, "t": 0},
+        )
+    else:
+        UploadQuota.objects.filter(owner=owner).update(pending_count=pending, day_bytes=used)
+
+
+def drop_counters(owner: Any) -> None:
+    """Lose the counters altogether (a deleted row; a Redis restarted without its data)."""
+    if quotas.in_redis():
+        import redis
+        from django.conf import settings
+
+        redis.Redis.from_url(settings.THROTTLE_REDIS_URL).delete(quotas._redis_key(owner.pk))
+    else:
+        UploadQuota.objects.filter(owner=owner).delete()
 
 
 def set_limits(**values: int) -> None:
@@ -63,7 +111,9 @@ def assert_counters_match_rows(owner: Any) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_thirty_parallel_presigns_against_a_cap_of_twenty(memory_storage, owner, monkeypatch):
+def test_thirty_parallel_presigns_against_a_cap_of_twenty(
+    memory_storage, owner, monkeypatch, quota_store
+):
     """Must show: exactly 20 created and 10 x 429 too_many_pending_uploads; then confirms,
     failures, expiries, deletes (some racing each other) leave counters equal to a recount."""
     set_limits(max_pending_uploads_per_user=20, max_bytes_per_user_per_day=10**12)
@@ -146,28 +196,43 @@ def test_thirty_parallel_presigns_against_a_cap_of_twenty(memory_storage, owner,
     assert_counters_match_rows(owner)
 
 
-@pytest.mark.django_db
-def test_a_drifted_counter_heals_on_the_cleanup_run(memory_storage, owner) -> None:
-    for size in (100, 200, None):
+@pytest.mark.django_db(transaction=True)
+def test_a_drifted_counter_heals_on_the_cleanup_run(memory_storage, owner, quota_store) -> None:
+    def create(size: int | None) -> None:
         services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=size)
+
+    for size in (100, 200, None):
+        create(size)
     assert_counters_match_rows(owner)
     expected = quotas.counted_from_rows(owner.pk)
     assert expected == (3, 300 + get_app_config().max_upload_size)
-    UploadQuota.objects.filter(owner=owner).update(pending_count=17, day_bytes=5)
+    set_counters(owner, 17, 5)
     assert quotas.counters_of(owner.pk) == (17, 5)
 
     report = cleanup.expire_orphans()
 
     assert report.quotas_recounted >= 1
+    if quota_store == "redis":
+        # The drifted hash was dropped; the next upload seeds it from the rows.
+        assert quotas.counters_of(owner.pk) == (0, 0)
+        create(50)
+        expected = (expected[0] + 1, expected[1] + 50)
     assert quotas.counters_of(owner.pk) == expected
-    # A counter row lost altogether is rebuilt too.
-    UploadQuota.objects.filter(owner=owner).delete()
+    assert_counters_match_rows(owner)
+    # Counters lost altogether are rebuilt too.
+    drop_counters(owner)
     cleanup.expire_orphans()
+    if quota_store == "redis":
+        create(50)
+        expected = (expected[0] + 1, expected[1] + 50)
     assert quotas.counters_of(owner.pk) == expected
+    assert_counters_match_rows(owner)
 
 
-@pytest.mark.django_db
-def test_sizeless_upload_reserves_the_maximum_and_is_trued_up(memory_storage, owner) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_sizeless_upload_reserves_the_maximum_and_is_trued_up(
+    memory_storage, owner, quota_store
+) -> None:
     set_limits(max_upload_size=1000, max_bytes_per_user_per_day=2500)
     row, _ = services.create_upload(
         owner=owner, filename="a.png", content_type="image/png", size=None
@@ -184,14 +249,16 @@ def test_sizeless_upload_reserves_the_maximum_and_is_trued_up(memory_storage, ow
     assert_counters_match_rows(owner)
 
 
-@pytest.mark.django_db
-def test_a_failed_presign_gives_the_reservation_back(memory_storage, owner) -> None:
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_presign_gives_the_reservation_back(memory_storage, owner, quota_store) -> None:
     from backend.core.errors import ProviderUnavailable
 
+    services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=10)
     memory_storage.available = False
     with pytest.raises(ProviderUnavailable):
         services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=100)
-    assert quotas.counters_of(owner.pk) == (0, 0)
+    assert quotas.counters_of(owner.pk) == (1, 10)
+    assert_counters_match_rows(owner)
 
 
 @pytest.mark.django_db
@@ -270,3 +337,148 @@ def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner) -> No
         {"n": 0},
     )
     assert stored.created_at == rows[0].created_at
+
+
+# --- the Redis store: one round trip with the throttle, seeded from the rows ---------------------
+
+
+@pytest.fixture
+def redis_quotas(settings: Any, redis_url: str) -> Any:
+    settings.THROTTLE_REDIS_URL = redis_url
+    settings.THROTTLE_KEY_PREFIX = f"test-{uuid.uuid4().hex}:"
+    settings.QUOTA_COUNTERS = "redis"
+    yield settings
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    stale = list(client.scan_iter(match=settings.THROTTLE_KEY_PREFIX + "*"))
+    if stale:
+        client.delete(*stale)
+
+
+def api_for(user: Any) -> APIClient:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return api
+
+
+def create_body(size: Any = 100, content_type: str = "image/png") -> dict[str, Any]:
+    return {"filename": "a.png", "content_type": content_type, "size": size}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_without_the_counters_is_seeded_from_the_rows(
+    memory_storage, owner, redis_quotas
+) -> None:
+    """Redis restarted empty (or the hash expired): the next reservation counts the user's rows
+    first, so the cap still holds exactly."""
+    set_limits(max_pending_uploads_per_user=3, max_bytes_per_user_per_day=10**9)
+    for _ in range(2):
+        services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=100)
+    drop_counters(owner)
+    assert quotas.counters_of(owner.pk) == (0, 0)
+    services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=100)
+    assert quotas.counters_of(owner.pk) == (3, 300)
+    with pytest.raises(quotas.QuotaExceeded) as refused:
+        services.create_upload(owner=owner, filename="a.png", content_type="image/png", size=1)
+    assert refused.value.code == "too_many_pending_uploads"
+    assert refused.value.details == {"pending": 3, "max_pending_uploads": 3}
+    assert_counters_match_rows(owner)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_presign_is_one_redis_round_trip_and_one_insert(
+    memory_storage, owner, redis_quotas, monkeypatch
+) -> None:
+    """The throttle check and the quota reservation in one EVALSHA; the database sees the token
+    and the INSERT only."""
+    from django.test.utils import CaptureQueriesContext
+    from redis.connection import AbstractConnection
+
+    api = api_for(owner)
+    assert api.post(UPLOADS, create_body(), format="json").status_code == 201  # loads scripts
+    sent: list[bytes] = []
+    real = AbstractConnection.send_packed_command
+
+    def recording(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        real(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    get_app_config()
+    with CaptureQueriesContext(connection) as queries:
+        response = api.post(UPLOADS, create_body(), format="json")
+    assert response.status_code == 201, response.content
+    assert len(sent) == 1 and b"EVALSHA" in sent[0]
+    assert b"throttle_upload_create_" in sent[0] and b"quota:" in sent[0]
+    statements = [q["sql"].split()[0].upper() for q in queries]
+    assert statements == ["SELECT", "INSERT"], [q["sql"] for q in queries]
+
+
+def _throttle_sequence(monkeypatch: Any, user: Any, memory_storage: Any) -> list[Any]:
+    """A mix of valid, invalid and over-quota creates around a rate of 4 per minute: what each
+    is answered (status, error code, Retry-After)."""
+    from rest_framework import throttling as drf
+
+    from backend.core import throttling
+
+    for cls in (drf.ScopedRateThrottle, throttling.ScopedRateThrottle):
+        monkeypatch.setattr(cls, "THROTTLE_RATES", {"upload_create": "4/minute"})
+    clock = {"now": 1_800_000_000.0}
+    monkeypatch.setattr(drf.SimpleRateThrottle, "timer", lambda self: clock["now"])
+    set_limits(max_pending_uploads_per_user=2, max_bytes_per_user_per_day=10**9)
+    api = api_for(user)
+    steps: list[tuple[float, Any]] = [
+        (0, create_body()),
+        (1, create_body(size=0)),  # 400, and it counts toward the rate
+        (2, create_body()),
+        (3, create_body()),  # over the pending cap: 429 too_many_pending_uploads
+        (4, create_body()),  # over the rate: 429, before the quota would refuse
+        (5, create_body(content_type="text/html")),  # over the rate: 429 before the 400
+        (63, create_body(content_type="text/html")),  # the window slid: 400
+        (64, create_body()),  # 429 quota
+        (65, "not json"),  # 400: the body is not JSON
+        (66, create_body()),  # 429 quota, the 4th in the window
+        (70, "not json"),  # over the rate again: 429 before the parse error
+    ]
+    answers = []
+    for at, body in steps:
+        clock["now"] = 1_800_000_000.0 + at
+        if isinstance(body, str):
+            response = api.post(UPLOADS, body, content_type="application/json")
+        else:
+            response = api.post(UPLOADS, body, format="json")
+        code = response.json().get("error", {}).get("code") if response.status_code >= 400 else ""
+        answers.append((at, response.status_code, code, response.get("Retry-After")))
+    return answers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_deferred_throttle_answers_as_drfs_check_before_the_view(
+    memory_storage, django_user_model, settings, redis_url, monkeypatch
+) -> None:
+    """The same requests, in the same order and at the same instants, answered the same by
+    DRF's check before the view (database counters) and by the check run in the reservation's
+    script (Redis counters): the rate first, then the body and the quota."""
+    expected = _throttle_sequence(
+        monkeypatch, django_user_model.objects.create_user("drf", password="x"), memory_storage
+    )
+    assert [a[1] for a in expected] == [201, 400, 201, 429, 429, 429, 400, 429, 400, 429, 429]
+    assert expected[3][2] == "too_many_pending_uploads" and expected[4][3] is not None
+    settings.THROTTLE_REDIS_URL = redis_url
+    settings.THROTTLE_KEY_PREFIX = f"test-{uuid.uuid4().hex}:"
+    settings.QUOTA_COUNTERS = "redis"
+    try:
+        got = _throttle_sequence(
+            monkeypatch,
+            django_user_model.objects.create_user("deferred", password="x"),
+            memory_storage,
+        )
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        stale = list(client.scan_iter(match=settings.THROTTLE_KEY_PREFIX + "*"))
+        if stale:
+            client.delete(*stale)
+    assert got == expected

@@ -1,9 +1,9 @@
 """Creating an upload: policy and quota checks, the server-generated key, the signed instructions.
 
-Signing first (local, no network), then on PostgreSQL one statement that reserves the quota
-and inserts the row (`backend.uploads.quotas.insert_reserved`); elsewhere the reservation and the
-INSERT, the reservation given back if the INSERT fails. No transaction; a provider failure leaves
-nothing behind.
+The quota reservation (`backend.uploads.quotas.reserving`: in Redis sent before signing and
+read after, with the request's throttle check; in the database one statement with the INSERT),
+signing (local, no network), the row's INSERT. No transaction; a failure gives the reservation
+back and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from backend.core.config import AppConfigSnapshot, get_app_config
 from backend.core.errors import ApplicationError, ValidationFailed
 from backend.core.logs import bind_upload
 from backend.core.sizes import human_size
+from backend.core.throttling import DeferredThrottle
 from backend.storage import registry
 from backend.storage.base import CloudStorageService, ObjectRef, UploadInstructions
 from backend.storage.factory import CloudStorageFactory
@@ -252,11 +253,13 @@ def create_upload(
     content_type: str,
     size: int | None,
     checksum_sha256: str | None = None,
+    throttle: DeferredThrottle | None = None,
 ) -> tuple[MediaUpload, UploadInstructions]:
     """Validate, reserve a key at the active provider and return the upload instructions.
 
     `size=None` (not declared) signs for anything up to the policy maximum; confirm then
-    records the stored size."""
+    records the stored size. `throttle`: the request's deferred rate check, run with the quota
+    reservation (the caller runs it alone if this raises before)."""
     request = validate_new_upload(
         owner=owner,
         filename=filename,
@@ -280,29 +283,30 @@ def create_upload(
     ref = ObjectRef(
         key=key, content_type=request.content_type, checksum_sha256=request.checksum_sha256
     )
-    # Signing is local (no provider round trip); then one statement reserves the quota and
-    # inserts the row (backend.uploads.quotas.insert_reserved): nothing to give back if either
-    # fails.
-    if chunked and request.size is not None:
-        instructions = service.presign_chunked_upload(
-            ref,
-            size=request.size,
-            expires_in=expires_in,
-            notification_url=notification_url_for(service),
-        )
-    else:
-        # max_size = the declared size: the provider then refuses anything else outright (where
-        # it enforces policies), and confirm re-checks the stored size either way.
-        limit = request.size if request.size is not None else request.config.max_upload_size
-        instructions = service.presign_upload(
-            ref,
-            size=limit,
-            max_size=limit,
-            expires_in=expires_in,
-            notification_url=notification_url_for(service),
-        )
-    row = pending_row(request, owner, upload_id, service, key, instructions.expires_at)
-    quotas.insert_reserved(row, request.quota_bytes, request.limits)
+    # The reservation is sent first (with the request's deferred throttle check, in Redis), the
+    # instructions signed (local, no provider round trip) while it is answered, then the row
+    # inserted if it was admitted (backend.uploads.quotas.reserving); a failure gives it back.
+    with quotas.reserving(owner.pk, request.quota_bytes, request.limits, throttle) as reservation:
+        if chunked and request.size is not None:
+            instructions = service.presign_chunked_upload(
+                ref,
+                size=request.size,
+                expires_in=expires_in,
+                notification_url=notification_url_for(service),
+            )
+        else:
+            # max_size = the declared size: the provider then refuses anything else outright
+            # (where it enforces policies), and confirm re-checks the stored size either way.
+            limit = request.size if request.size is not None else request.config.max_upload_size
+            instructions = service.presign_upload(
+                ref,
+                size=limit,
+                max_size=limit,
+                expires_in=expires_in,
+                notification_url=notification_url_for(service),
+            )
+        row = pending_row(request, owner, upload_id, service, key, instructions.expires_at)
+        reservation.insert(row)
     metrics.PRESIGNS.labels(service.name, "single").inc()
     logger.info(
         "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size
