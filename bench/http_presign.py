@@ -73,6 +73,9 @@ SERVER_ENV = {
     "DATABASE_URL": DATABASE_URL,
     "REDIS_URL": REDIS_URL,
     "CACHE_URL": REDIS_URL + ("&" if "?" in REDIS_URL else "?") + "key_prefix=bench-http",
+    # The throttle windows and the quota hashes under the bench's own prefix (cleared with the
+    # database in _prepare: hashes counting rows of a dropped database would be stale).
+    "THROTTLE_KEY_PREFIX": "bench-http:",
     "AWS_STORAGE_BUCKET_NAME": "bench-bucket",
     "AWS_S3_REGION_NAME": "eu-west-1",
     "AWS_ACCESS_KEY_ID": "AKIDBENCHMARK0000000",
@@ -141,6 +144,7 @@ def _prepare() -> list[str]:
     from backend.core.models import AppConfig
 
     call_command("migrate", verbosity=0)
+    _clear_redis_state()
     user_model = get_user_model()
     users = user_model.objects.bulk_create(
         [user_model(username=f"bench-{i}", password="!") for i in range(USERS)]
@@ -152,6 +156,15 @@ def _prepare() -> list[str]:
     config.allowed_content_types = ["image/png", "image/jpeg"]
     config.save()
     return [t.key for t in tokens]
+
+
+def _clear_redis_state() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    stale = list(client.scan_iter(match=SERVER_ENV["THROTTLE_KEY_PREFIX"] + "*", count=1000))
+    for start in range(0, len(stale), 1000):
+        client.delete(*stale[start : start + 1000])
 
 
 def _use_provider(name: str) -> None:
