@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from hiredis import pack_command as _pack  # redis[hiredis] (pyproject.toml)
 from rest_framework import exceptions, throttling
 from rest_framework.request import Request
 
@@ -117,7 +118,9 @@ class RedisScripts:
         from redis.exceptions import ConnectionError
 
         connection = self._connection()
-        command = connection.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        # hiredis's packer itself (redis-py's wrapper walks the arguments in Python first);
+        # every argument here is a str, int or float.
+        command = [_pack(("EVALSHA", script.sha, len(keys), *keys, *args))]
         try:
             connection.send_packed_command(command, check_health=False)
         except ConnectionError:

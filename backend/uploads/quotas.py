@@ -671,24 +671,26 @@ class Reservation:
             return
         self._redis.give_back()
 
+    def __enter__(self) -> Reservation:
+        return self
 
-@contextmanager
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if error is not None:
+            self.abandon()
+
+
 def reserving(
     owner_id: Any,
     nbytes: int,
     limits: Limits,
     throttle: throttling.DeferredThrottle | None = None,
-) -> Iterator[Reservation]:
-    """Reserve `nbytes` and one pending upload for a new row: the body signs, then calls
-    `insert(row)`. In Redis the reservation (and `throttle`, a deferred check) is sent on entry
-    and read by `insert`, so the body's work overlaps Redis's answer; in the database it is the
-    one statement of `insert_reserved`. A body that fails gives the reservation back."""
-    held = Reservation(owner_id, nbytes, limits, throttle)
-    try:
-        yield held
-    except BaseException:
-        held.abandon()
-        raise
+) -> Reservation:
+    """Reserve `nbytes` and one pending upload for a new row, as a context manager: the body
+    signs, then calls `insert(row)`. In Redis the reservation (and `throttle`, a deferred check)
+    is sent on entry and read by `insert`, so the body's work overlaps Redis's answer; in the
+    database it is the one statement of `insert_reserved`. A body that fails gives the
+    reservation back."""
+    return Reservation(owner_id, nbytes, limits, throttle)
 
 
 # The plain INSERT's text, built once per process from Django's compiled INSERT (the same reason
