@@ -482,3 +482,32 @@ def test_the_deferred_throttle_answers_as_drfs_check_before_the_view(
         if stale:
             client.delete(*stale)
     assert got == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_multipart_uploads_reserve_and_release_in_either_store(
+    memory_storage, owner, quota_store
+) -> None:
+    """The multipart create reserves as a single create does, and its exits (abort, complete)
+    release; the counters equal the rows after each."""
+    from backend.uploads.services import multipart
+
+    set_limits(max_pending_uploads_per_user=2, max_bytes_per_user_per_day=10**12)
+    size = 6 * 1024 * 1024
+
+    def start() -> MediaUpload:
+        return multipart.create_multipart_upload(
+            owner=owner, filename="big.png", content_type="image/png", size=size
+        )
+
+    first = start()
+    start()
+    with pytest.raises(quotas.QuotaExceeded):
+        start()
+    assert quotas.counters_of(owner.pk) == (2, 2 * size)
+    multipart.abort_multipart_upload(first)
+    assert quotas.counters_of(owner.pk)[0] == 1
+    assert_counters_match_rows(owner)
+    start()  # the freed slot
+    assert quotas.counters_of(owner.pk)[0] == 2
+    assert_counters_match_rows(owner)
