@@ -7,8 +7,10 @@ their tokens, and drives with wrk (a Lua script rotating over the tokens), in in
 the floor (DRF token auth + one INSERT + JSON, bench/httpstack/floor_urls.py), POST
 /api/v1/uploads/ with S3 active, the floor, POST /api/v1/uploads/ with Cloudinary active, ...
 Prints req/s, p50/p99 latency, server CPU ms per request (gunicorn master + workers and the
-bench database's PostgreSQL backends, from /proc) and the ratios to the floor; then seeds
-100 000 existing rows for the benchmarked users and does it again.
+bench database's PostgreSQL backends, from /proc) and the ratios to the floor, and beside them
+the local Redis server's CPU ms per request (the throttle windows and, with QUOTA_COUNTERS=redis,
+the quota counters: not in the ratio, but taken from the same cores); then seeds 100 000
+existing rows for the benchmarked users and does it again.
 
 Signing is local for both providers (fake credentials and bucket): no network beyond loopback.
 
@@ -259,10 +261,26 @@ def _pg_backends(dbname: str) -> list[int]:
     return found
 
 
+def _redis_servers() -> list[int]:
+    """Local redis-server processes (the throttle windows and quota counters live there; a
+    Redis on another host or in a container is not seen, and its column reads 0)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "redis-server":
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 @dataclass
 class CpuSample:
     app: dict[int, int]
     pg: dict[int, int]
+    redis: dict[int, int]
 
 
 def _sample(master: int, dbname: str) -> CpuSample:
@@ -270,6 +288,7 @@ def _sample(master: int, dbname: str) -> CpuSample:
     return CpuSample(
         app={p: _cpu_ticks(p) for p in app_pids},
         pg={p: _cpu_ticks(p) for p in _pg_backends(dbname)},
+        redis={p: _cpu_ticks(p) for p in _redis_servers()},
     )
 
 
@@ -290,6 +309,7 @@ class Round:
     p99_ms: float
     app_ms: float
     pg_ms: float
+    redis_ms: float
 
 
 def _latency_ms(text: str, label: str) -> float:
@@ -331,6 +351,7 @@ def _wrk(path: str, script: Path, seconds: int, master: int, dbname: str) -> Rou
         p99_ms=_latency_ms(out, "99"),
         app_ms=_delta_ms(before.app, after.app),
         pg_ms=_delta_ms(before.pg, after.pg),
+        redis_ms=_delta_ms(before.redis, after.redis),
     )
 
 
@@ -355,6 +376,10 @@ class Series:
     @property
     def pg_ms(self) -> float:
         return sum(r.pg_ms for r in self.rounds) / sum(r.requests for r in self.rounds)
+
+    @property
+    def redis_ms(self) -> float:
+        return sum(r.redis_ms for r in self.rounds) / sum(r.requests for r in self.rounds)
 
     @property
     def p50(self) -> float:
@@ -386,14 +411,14 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     print(f"\n== {title} ==")
     print(
         f"{'endpoint':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
-        f"{'(app':>7}{' + pg)':>8}{'req/s x':>10}{'CPU x':>8}{'non-2xx':>9}"
+        f"{'(app':>7}{' + pg)':>8}{'req/s x':>10}{'CPU x':>8}{'non-2xx':>9}{'redis ms':>10}"
     )
     for name, s in series.items():
         label = "floor" if name == "floor" else f"presign ({name})"
         print(
             f"{label:<22}{s.rps:>9.0f}{s.p50:>9.2f}{s.p99:>9.2f}{s.cpu_ms:>12.3f}"
             f"{s.app_ms:>7.2f}{s.pg_ms:>8.2f}{s.rps / floor.rps:>10.2f}"
-            f"{s.cpu_ms / floor.cpu_ms:>8.2f}{s.errors:>9}"
+            f"{s.cpu_ms / floor.cpu_ms:>8.2f}{s.errors:>9}{s.redis_ms:>10.3f}"
         )
     # A shared 2-core VM drifts by more than the differences measured here: each presign round
     # is also compared with the floor rounds run just before and after it, and the median of
