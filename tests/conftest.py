@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -95,3 +96,19 @@ def redis_url() -> str:
     if not port_open("127.0.0.1", 6379):
         skip_or_fail("Redis is not reachable on 127.0.0.1:6379")
     return url
+
+
+@pytest.fixture
+def redis_commands_sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every command sent on a redis-py connection from here on, as the bytes sent."""
+    from redis.connection import AbstractConnection
+
+    sent: list[bytes] = []
+    real = AbstractConnection.send_packed_command
+
+    def recording(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        real(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    return sent

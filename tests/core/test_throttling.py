@@ -108,20 +108,11 @@ def redis_throttle(redis_url, monkeypatch) -> Any:
         yield redis_url
 
 
-def test_one_round_trip_per_check(redis_throttle, monkeypatch) -> None:
+def test_one_round_trip_per_check(redis_throttle, request) -> None:
     """The whole check is one EVALSHA (DRF's cache throttle: a GET and a SET), sent as one
     packed command on the thread's connection."""
-    from redis.connection import AbstractConnection
-
     assert _check()  # loads the script
-    sent: list[bytes] = []
-    real = AbstractConnection.send_packed_command
-
-    def recording(self: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(b"".join(command) if isinstance(command, list) else command)
-        real(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    sent = request.getfixturevalue("redis_commands_sent")
     assert _check()
     assert len(sent) == 1
     assert b"EVALSHA" in sent[0]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -29,25 +31,33 @@ def owner(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user("quota-owner", password="x")
 
 
-@pytest.fixture(params=["database", "redis"])
-def quota_store(request: Any, settings: Any) -> Any:
-    """Each store in turn; `redis` also puts the throttles there (as production does), under a
-    key prefix of this test's own, removed afterwards."""
-    if request.param == "database":
-        yield request.param
-        return
+@contextmanager
+def redis_store(settings: Any, url: str) -> Iterator[None]:
+    """The counters (and the throttles, as production has them) in Redis, under a key prefix
+    of their own, removed afterwards."""
     import redis
 
-    url = request.getfixturevalue("redis_url")
     prefix = f"test-{uuid.uuid4().hex}:"
     settings.THROTTLE_REDIS_URL = url
     settings.THROTTLE_KEY_PREFIX = prefix
     settings.QUOTA_COUNTERS = "redis"
-    yield request.param
-    client = redis.Redis.from_url(url)
-    stale = list(client.scan_iter(match=prefix + "*"))
-    if stale:
-        client.delete(*stale)
+    try:
+        yield
+    finally:
+        client = redis.Redis.from_url(url)
+        stale = list(client.scan_iter(match=prefix + "*"))
+        if stale:
+            client.delete(*stale)
+
+
+@pytest.fixture(params=["database", "redis"])
+def quota_store(request: Any, settings: Any) -> Iterator[str]:
+    """Each store in turn."""
+    if request.param == "database":
+        yield request.param
+        return
+    with redis_store(settings, request.getfixturevalue("redis_url")):
+        yield request.param
 
 
 def set_counters(owner: Any, pending: int, used: int) -> None:
@@ -343,17 +353,9 @@ def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner) -> No
 
 
 @pytest.fixture
-def redis_quotas(settings: Any, redis_url: str) -> Any:
-    settings.THROTTLE_REDIS_URL = redis_url
-    settings.THROTTLE_KEY_PREFIX = f"test-{uuid.uuid4().hex}:"
-    settings.QUOTA_COUNTERS = "redis"
-    yield settings
-    import redis
-
-    client = redis.Redis.from_url(redis_url)
-    stale = list(client.scan_iter(match=settings.THROTTLE_KEY_PREFIX + "*"))
-    if stale:
-        client.delete(*stale)
+def redis_quotas(settings: Any, redis_url: str) -> Iterator[None]:
+    with redis_store(settings, redis_url):
+        yield
 
 
 def api_for(user: Any) -> APIClient:
@@ -388,23 +390,15 @@ def test_a_redis_without_the_counters_is_seeded_from_the_rows(
 
 @pytest.mark.django_db(transaction=True)
 def test_a_presign_is_one_redis_round_trip_and_one_insert(
-    memory_storage, owner, redis_quotas, monkeypatch
+    memory_storage, owner, redis_quotas, request
 ) -> None:
     """The throttle check and the quota reservation in one EVALSHA; the database sees the token
     and the INSERT only."""
     from django.test.utils import CaptureQueriesContext
-    from redis.connection import AbstractConnection
 
     api = api_for(owner)
     assert api.post(UPLOADS, create_body(), format="json").status_code == 201  # loads scripts
-    sent: list[bytes] = []
-    real = AbstractConnection.send_packed_command
-
-    def recording(self: Any, command: Any, check_health: bool = True) -> None:
-        sent.append(b"".join(command) if isinstance(command, list) else command)
-        real(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    sent = request.getfixturevalue("redis_commands_sent")
     get_app_config()
     with CaptureQueriesContext(connection) as queries:
         response = api.post(UPLOADS, create_body(), format="json")
@@ -465,22 +459,12 @@ def test_the_deferred_throttle_answers_as_drfs_check_before_the_view(
     )
     assert [a[1] for a in expected] == [201, 400, 201, 429, 429, 429, 400, 429, 400, 429, 429]
     assert expected[3][2] == "too_many_pending_uploads" and expected[4][3] is not None
-    settings.THROTTLE_REDIS_URL = redis_url
-    settings.THROTTLE_KEY_PREFIX = f"test-{uuid.uuid4().hex}:"
-    settings.QUOTA_COUNTERS = "redis"
-    try:
+    with redis_store(settings, redis_url):
         got = _throttle_sequence(
             monkeypatch,
             django_user_model.objects.create_user("deferred", password="x"),
             memory_storage,
         )
-    finally:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        stale = list(client.scan_iter(match=settings.THROTTLE_KEY_PREFIX + "*"))
-        if stale:
-            client.delete(*stale)
     assert got == expected
 
 
