@@ -32,6 +32,7 @@ serialise every call of a process; `calling()` (used here) does not.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -95,7 +96,12 @@ class Budget:
 
 def budget(deadline: float | None = None) -> Budget:
     """The SDK settings whose worst case (a peer that stops sending) fits `deadline`."""
-    d = float(settings.PROVIDER_DEADLINE_SECONDS if deadline is None else deadline)
+    return _budget(float(settings.PROVIDER_DEADLINE_SECONDS if deadline is None else deadline))
+
+
+@functools.lru_cache(maxsize=64)
+def _budget(d: float) -> Budget:
+    # Cached: S3 looks its client up by the budget on every call, presigns included.
     connect = min(CONNECT_TIMEOUT_CAP, d / 5)
     attempts = 2 if d >= S3_RETRY_FROM_DEADLINE else 1
     s3_read = (d - (attempts - 1) * S3_BACKOFF_ALLOWANCE) / attempts - connect

@@ -435,22 +435,25 @@ if w then
   local count = window_count(w, tonumber(ARGV[9]), tonumber(ARGV[10]))
   if count >= tonumber(ARGV[11]) then return {1, count, window_oldest(w)} end
 end
-if redis.call('EXISTS', q) == 0 then
-  if ARGV[7] == '' then return {3, 0, 0} end
-  redis.call('HSET', q, 'p', ARGV[7], 'd', day, 'b', ARGV[8], 't', ARGV[5])
-end
 local v = redis.call('HMGET', q, 'p', 'd', 'b')
-local pending = tonumber(v[1]) or 0
-local used = 0
-if v[2] == day then used = tonumber(v[3]) or 0 end
+local pending, used = 0, 0
+if not v[1] then
+  if ARGV[7] == '' then return {3, 0, 0} end
+  pending, used = tonumber(ARGV[7]), tonumber(ARGV[8])
+else
+  pending = tonumber(v[1])
+  if v[2] == day then used = tonumber(v[3]) or 0 end
+end
 local status = 0
 if pending >= tonumber(ARGV[3]) or used + tonumber(ARGV[2]) > tonumber(ARGV[4]) then
   status = 2
 else
-  if v[2] ~= day then redis.call('HSET', q, 'd', day, 'b', 0) end
-  pending = redis.call('HINCRBY', q, 'p', 1)
-  used = redis.call('HINCRBY', q, 'b', ARGV[2])
-  redis.call('HSET', q, 't', ARGV[5])
+  pending, used = pending + 1, used + tonumber(ARGV[2])
+end
+if status == 0 or not v[1] then
+  -- %d: whole numbers as digits (a plain Lua number could be written as 1e+14).
+  redis.call('HSET', q, 'p', string.format('%d', pending), 'd', day,
+    'b', string.format('%d', used), 't', ARGV[5])
 end
 redis.call('PEXPIRE', q, ARGV[6])
 if w then window_add(w, tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[12]) end
@@ -463,15 +466,13 @@ return {status, pending, used}
 _RELEASE = throttling.Script(
     """
 local q = KEYS[1]
-if redis.call('EXISTS', q) == 0 then return 0 end
 local v = redis.call('HMGET', q, 'p', 'd', 'b')
-local n = math.min(tonumber(ARGV[1]), tonumber(v[1]) or 0)
-if n > 0 then redis.call('HINCRBY', q, 'p', -n) end
-if v[2] == ARGV[2] then
-  local delta = math.max(tonumber(ARGV[3]), -(tonumber(v[3]) or 0))
-  if delta ~= 0 then redis.call('HINCRBY', q, 'b', delta) end
-end
-redis.call('HSET', q, 't', ARGV[4])
+if not v[1] then return 0 end
+local pending = math.max(0, tonumber(v[1]) - tonumber(ARGV[1]))
+local used = tonumber(v[3]) or 0
+if v[2] == ARGV[2] then used = math.max(0, used + tonumber(ARGV[3])) end
+redis.call('HSET', q, 'p', string.format('%d', pending), 'b', string.format('%d', used),
+  't', ARGV[4])
 redis.call('PEXPIRE', q, ARGV[5])
 return 1
 """

@@ -495,3 +495,16 @@ def test_multipart_uploads_reserve_and_release_in_either_store(
     start()  # the freed slot
     assert quotas.counters_of(owner.pk)[0] == 2
     assert_counters_match_rows(owner)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_large_byte_counts_stay_exact_in_redis(owner, redis_quotas) -> None:
+    """Counters written by the scripts are whole numbers in digits, exact past 10^14 (a plain
+    Lua number would be written as 1e+14)."""
+    limits = quotas.Limits(max_pending=10, max_bytes_per_day=10**17)
+    with quotas.reservation(owner.pk, 10**14 + 7, limits):
+        pass
+    quotas.reserve(owner.pk, 3 * 10**15 + 1, limits)
+    assert quotas.counters_of(owner.pk) == (2, 3 * 10**15 + 10**14 + 8)
+    quotas._redis_release(owner.pk, quotas.utc_today(), 1, -(10**14 + 7))
+    assert quotas.counters_of(owner.pk) == (1, 3 * 10**15 + 1)
