@@ -99,6 +99,9 @@ def gunicorn_server(
             "REDIS_URL": redis_url,
             "CACHE_URL": f"{redis_url}?key_prefix=faults-{tag}",
             "PROVIDER_BREAKER_KEY_PREFIX": f"faults-{tag}:breaker",
+            # Throttle windows and quota hashes of this run only: hashes outlive the test
+            # database (two days), and another run's would count rows that no longer exist.
+            "THROTTLE_KEY_PREFIX": f"faults-{tag}:",
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "GUNICORN_ACCESS_LOG": "",
             "LOG_LEVEL": "WARNING",

@@ -93,6 +93,8 @@ def worker_process(
         "DJANGO_SECRET_KEY": "worker-test-secret",
         "DJANGO_ENV_FILE": str(tmp_path / "no.env"),
         "REDIS_URL": jobs_redis_url,
+        # The quota counters where this test process keeps them (the test settings').
+        "QUOTA_COUNTERS": "database",
         "DATABASE_URL": shared_db[1],
         "AWS_STORAGE_BUCKET_NAME": MOTO_SERVER_BUCKET,
         "AWS_S3_ENDPOINT_URL": moto_server,
