@@ -57,8 +57,11 @@ def sanitise_filename(raw: str) -> str:
     """A safe display name: last path component, NFKC, no control/bidi characters, single
     spaces, at most 100 characters with the extension kept; "file" when nothing is left."""
     name = unicodedata.normalize("NFKC", raw or "")
-    name = "".join(" " if ch in "\t\n\r\x0b\x0c" else ch for ch in name)
-    name = "".join(ch for ch in name if not _is_invisible(ch))
+    # A printable name has neither (both are Unicode's Cc/Cf, which isprintable refuses): the
+    # character walks below are for the names that need them.
+    if not name.isprintable():
+        name = "".join(" " if ch in "\t\n\r\x0b\x0c" else ch for ch in name)
+        name = "".join(ch for ch in name if not _is_invisible(ch))
     # NFKC turns fullwidth solidus and friends into "/" first, so this catches them too.
     name = re.split(r"[/\\]", name)[-1]
     name = _WHITESPACE.sub(" ", name).strip(" .")
