@@ -508,3 +508,19 @@ def test_large_byte_counts_stay_exact_in_redis(owner, redis_quotas) -> None:
     assert quotas.counters_of(owner.pk) == (2, 3 * 10**15 + 10**14 + 8)
     quotas._redis_release(owner.pk, quotas.utc_today(), 1, -(10**14 + 7))
     assert quotas.counters_of(owner.pk) == (1, 3 * 10**15 + 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_down_answers_503_and_inserts_nothing(memory_storage, owner, settings) -> None:
+    """No Redis to reserve in: a JSON 503 with Retry-After (as for the throttle alone), never an
+    upload admitted without its quota, never a row."""
+    from devtools.ports import free_port
+
+    settings.THROTTLE_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    settings.THROTTLE_REDIS_TIMEOUT_SECONDS = 0.5
+    settings.QUOTA_COUNTERS = "redis"
+    response = api_for(owner).post(UPLOADS, create_body(), format="json")
+    assert response.status_code == 503, response.content
+    assert response.get("Retry-After")
+    assert response.json()["error"]["code"]
+    assert not MediaUpload.objects.filter(owner=owner).exists()
