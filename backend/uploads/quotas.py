@@ -30,6 +30,7 @@ still on its way is never mistaken for drift. One case stays inexact until that 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time as clock
 from collections import defaultdict
@@ -497,11 +498,15 @@ return 1
 
 def _redis() -> Any:
     """A redis-py client on the throttles' server (for the cold paths: reads, scans)."""
+    return _redis_client(settings.THROTTLE_REDIS_URL, settings.THROTTLE_REDIS_TIMEOUT_SECONDS)
+
+
+@functools.lru_cache(maxsize=4)
+def _redis_client(url: str, timeout: float) -> Any:
+    # One per URL and process (redis-py's pool starts afresh in a forked child).
     import redis
 
-    return redis.Redis.from_url(
-        settings.THROTTLE_REDIS_URL, socket_timeout=settings.THROTTLE_REDIS_TIMEOUT_SECONDS
-    )
+    return redis.Redis.from_url(url, socket_timeout=timeout)
 
 
 def _redis_key(owner_id: Any) -> str:
