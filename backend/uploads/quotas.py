@@ -533,6 +533,7 @@ class _RedisReservation:
         self.check = throttle.check if throttle is not None and not throttle.settled else None
         self.throttle = throttle
         self.reserved = False
+        self.waited = False
         self._sent = self._send(seed=("", ""))
 
     def _send(self, seed: tuple[Any, Any]) -> throttling.Sent:
@@ -552,7 +553,8 @@ class _RedisReservation:
         return throttling.redis_scripts().send(_RESERVE, keys, args)
 
     def wait(self) -> None:
-        """The answer: reserved, or Throttled / QuotaExceeded (429)."""
+        """The answer: reserved, or Throttled / QuotaExceeded (429). Read once."""
+        self.waited = True
         status, first, second = self._sent.result()
         if status == 3:  # no counters in Redis: seed them from the rows, then reserve
             self._sent = self._send(seed=counted_from_rows(self.owner_id))
@@ -671,10 +673,11 @@ class Reservation:
         have refused before the body ran) and give a reservation made back."""
         if self._redis is None or self.inserted:
             return
-        try:
-            self._redis.wait()
-        except QuotaExceeded:
-            return
+        if not self._redis.waited:
+            try:
+                self._redis.wait()
+            except QuotaExceeded:
+                return
         self._redis.give_back()
 
     def __enter__(self) -> Reservation:
