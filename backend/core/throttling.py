@@ -237,6 +237,11 @@ class WindowCheck:
         self.throttle.history = [oldest_at] * int(count)
         return False
 
+    def run(self) -> bool:
+        """Run the check alone (the sliding-window script) and settle it."""
+        allowed, count, oldest = redis_scripts().run(SLIDING_WINDOW, [self.key], self.args())
+        return self.settle(allowed, count, oldest)
+
 
 class SimpleRateThrottle(throttling.SimpleRateThrottle):
     """SimpleRateThrottle's `allow_request` on the Redis sorted set (`wait` is DRF's, fed the
@@ -264,10 +269,7 @@ class SimpleRateThrottle(throttling.SimpleRateThrottle):
         if not settings.THROTTLE_REDIS_URL:
             return super().allow_request(request, view)
         check = self.window_check(request, view)
-        if check is None:
-            return True
-        allowed, count, oldest = redis_scripts().run(SLIDING_WINDOW, [check.key], check.args())
-        return check.settle(allowed, count, oldest)
+        return True if check is None else check.run()
 
 
 class ScopedRateThrottle(throttling.ScopedRateThrottle, SimpleRateThrottle):
@@ -312,8 +314,7 @@ class DeferredThrottle:
         self.settled = True
         check = self.check
         assert check is not None
-        allowed, count, oldest = redis_scripts().run(SLIDING_WINDOW, [check.key], check.args())
-        if not check.settle(allowed, count, oldest):
+        if not check.run():
             raise exceptions.Throttled(check.throttle.wait())
 
 

@@ -50,6 +50,7 @@ from django.db.models import (
     F,
     OuterRef,
     Q,
+    QuerySet,
     Subquery,
     Sum,
     Value,
@@ -88,7 +89,7 @@ class Limits:
 
 
 # Positional parameters, in `_reserve_params` order: the same text runs alone (`reserve`) and
-# inside the one-statement INSERT (`insert_reserved`), whose compiled INSERT uses `%s` too.
+# inside the one-statement INSERT (`_insert_in_database`), whose compiled INSERT uses `%s` too.
 _PG_RESERVE = """
 INSERT INTO {table} AS q (owner_id, pending_count, day, day_bytes)
 VALUES (%s, 1, %s, %s)
@@ -333,19 +334,20 @@ def reservation(owner_id: Any, nbytes: int, limits: Limits) -> Iterator[None]:
 
 
 def insert_reserved(row: MediaUpload, nbytes: int, limits: Limits) -> None:
-    """INSERT the new pending `row` if the reservation of `nbytes` fits, else QuotaExceeded.
+    """INSERT the new pending `row` if the reservation of `nbytes` fits, else QuotaExceeded
+    (`reserving`, with nothing to sign in between)."""
+    with reserving(row.owner_id, nbytes, limits) as held:
+        held.insert(row)
+
+
+def _insert_in_database(row: MediaUpload, day: date, nbytes: int, limits: Limits) -> None:
+    """The database store's reservation and INSERT (limits that never fit already refused).
     On PostgreSQL one statement; elsewhere a reservation, then the INSERT (given back if the
-    INSERT fails). With the counters in Redis, `reserving` and a plain INSERT."""
-    if in_redis():
-        with reserving(row.owner_id, nbytes, limits) as held:
-            held.insert(row)
-        return
+    INSERT fails)."""
     if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
         with reservation(row.owner_id, nbytes, limits):
             row.save(force_insert=True)
         return
-    day = utc_today()
-    _refuse_if_never_fits(row.owner_id, day, nbytes, limits)
     if not _insert_reserved_postgres(row, day, nbytes, limits):
         raise _refusal(row.owner_id, day, nbytes, limits)
     row._state.adding = False
@@ -402,13 +404,24 @@ def counters_of(owner_id: Any) -> tuple[int, int]:
     return row.pending_count, row.day_bytes if row.day == utc_today() else 0
 
 
+def _counting(rows: QuerySet[MediaUpload], start: datetime) -> QuerySet[MediaUpload]:
+    """The rows that count against a quota: pending ones, and those created since `start`."""
+    return rows.filter(Q(status=UploadStatus.PENDING) | Q(created_at__gte=start))
+
+
+def _usage(start: datetime) -> dict[str, Any]:
+    """The counters as aggregates over `_counting` rows: pending, bytes since `start`."""
+    return {
+        "pending": Count("id", filter=Q(status=UploadStatus.PENDING)),
+        "today": Sum("quota_bytes", filter=Q(created_at__gte=start)),
+    }
+
+
 def counted_from_rows(owner_id: Any) -> tuple[int, int]:
     """The same re-derived from the rows (what `recount` writes)."""
     start = _day_start(utc_today())
-    rows = MediaUpload.objects.filter(owner_id=owner_id)
-    usage = rows.filter(Q(status=UploadStatus.PENDING) | Q(created_at__gte=start)).aggregate(
-        pending=Count("id", filter=Q(status=UploadStatus.PENDING)),
-        today=Sum("quota_bytes", filter=Q(created_at__gte=start)),
+    usage = _counting(MediaUpload.objects.filter(owner_id=owner_id), start).aggregate(
+        **_usage(start)
     )
     return int(usage["pending"] or 0), int(usage["today"] or 0)
 
@@ -604,16 +617,13 @@ def _recount_redis() -> int:
     def heal(keys: list[str]) -> int:
         keys = [key for key in keys if key[len(prefix) :].isdigit()]
         owners = [int(key[len(prefix) :]) for key in keys]
+        rows = _counting(MediaUpload.objects.filter(owner_id__in=owners), start)
+        # Typed as mappings: the stubs cannot see annotations passed as **kwargs.
+        per_owner: Iterable[Mapping[str, Any]] = (
+            rows.values("owner_id").order_by().annotate(**_usage(start))
+        )
         counted = {
-            entry["owner_id"]: (entry["pending"], entry["today"] or 0)
-            for entry in MediaUpload.objects.filter(owner_id__in=owners)
-            .filter(Q(status=UploadStatus.PENDING) | Q(created_at__gte=start))
-            .values("owner_id")
-            .order_by()
-            .annotate(
-                pending=Count("id", filter=Q(status=UploadStatus.PENDING)),
-                today=Sum("quota_bytes", filter=Q(created_at__gte=start)),
-            )
+            entry["owner_id"]: (entry["pending"], entry["today"] or 0) for entry in per_owner
         }
         scripts = throttling.redis_scripts()
         deleted = 0
@@ -658,7 +668,7 @@ class Reservation:
 
     def insert(self, row: MediaUpload) -> None:
         if self._redis is None:
-            insert_reserved(row, self.nbytes, self.limits)
+            _insert_in_database(row, self.day, self.nbytes, self.limits)
         else:
             self._redis.wait()
             try:
@@ -697,7 +707,7 @@ def reserving(
     """Reserve `nbytes` and one pending upload for a new row, as a context manager: the body
     signs, then calls `insert(row)`. In Redis the reservation (and `throttle`, a deferred check)
     is sent on entry and read by `insert`, so the body's work overlaps Redis's answer; in the
-    database it is the one statement of `insert_reserved`. A body that fails gives the
+    database it is the one statement of `_insert_in_database`. A body that fails gives the
     reservation back."""
     return Reservation(owner_id, nbytes, limits, throttle)
 
