@@ -7,6 +7,7 @@ startup error (see `_production_checks`), never a silent fallback to development
 
 from __future__ import annotations
 
+import logging as _logging
 from pathlib import Path
 
 import environ
@@ -448,6 +449,10 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _str("LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
+# No format above shows a caller's file, line or function (nor do gunicorn's or Dramatiq's):
+# the logging HOWTO's "Optimization" switch skips finding them for every record (a frame walk
+# and a line-table lookup, about a tenth of a presign's log line).
+_logging._srcfile = None
 # GET /metrics (Prometheus text format) answers a scrape that sends
 # `Authorization: Bearer <METRICS_TOKEN>`, or comes from one of METRICS_ALLOWED_NETWORKS
 # (comma-separated CIDRs, matched against the socket address). Neither set: 403 to everyone.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -166,8 +167,12 @@ class JobLogContext(dramatiq.Middleware):
 class PlainFormatter(logging.Formatter):
     """The plain text format, with `-` for a request id or upload id that is not set."""
 
+    _second: tuple[int, str] = (-1, "")
+
     def format(self, record: logging.LogRecord) -> str:
         shown = {name: getattr(record, name, None) for name in ("request_id", "upload_id")}
+        if None not in shown.values():  # a request's lines: both set
+            return super().format(record)
         for name, value in shown.items():
             setattr(record, name, "-" if value is None else value)
         try:
@@ -175,3 +180,15 @@ class PlainFormatter(logging.Formatter):
         finally:
             for name, value in shown.items():
                 setattr(record, name, value)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """logging's own `asctime`, with the seconds part formatted once per second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime(self.default_time_format, self.converter(second)))
+            self._second = cached
+        msec_format = self.default_msec_format
+        return msec_format % (cached[1], record.msecs) if msec_format else cached[1]

@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from backend.core import metrics
 from backend.core.errors import ProviderUnavailable
@@ -64,7 +64,6 @@ def _outages(classify: Classify) -> Callable[[BaseException], bool]:
     return is_outage
 
 
-@contextmanager
 def provider_call(
     provider: str,
     operation: str,
@@ -72,16 +71,63 @@ def provider_call(
     *,
     display_name: str,
     network: bool = True,
-) -> Iterator[Run]:
+) -> AbstractContextManager[Run]:
     """Run one provider call; its SDK errors leave as ProviderUnavailable (see the module doc).
 
     Network calls are timed (`upload_broker_provider_call_seconds`) and every failure that
     leaves as ProviderUnavailable is counted (`upload_broker_provider_call_errors`)."""
+    if not network:
+        return _LocalCall(provider, operation, classify, display_name)
+    return _network_call(provider, operation, classify, display_name)
+
+
+def _failure(
+    exc: Exception, provider: str, operation: str, classify: Classify, display_name: str
+) -> ProviderUnavailable | None:
+    """What an exception leaving a provider call becomes; None: it leaves unchanged."""
+    if isinstance(exc, ProviderUnavailable):
+        # Raised inside the call on purpose (e.g. a delivery URL answered 5xx): a failed call.
+        metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, exc.code).inc()
+        return None
+    fault = classify(exc)
+    if fault is None:
+        return None  # a value the caller handles (MultipartRejected, a bug ...), not an outage
+    metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, fault.code).inc()
+    logger.warning("%s %s failed: %s", display_name, operation, fault.description)
+    return ProviderUnavailable(
+        f"{display_name} {operation} is unavailable; retry later.",
+        details={"provider": provider, "operation": operation, "code": fault.code},
+        retry_after=fault.retry_after,
+    )
+
+
+class _LocalCall:
+    """A call without a network round trip (signing): nothing to time, bound or guard, only
+    the SDK's errors to translate. A class, not a generator: every presign enters one."""
+
+    __slots__ = ("classify", "display_name", "operation", "provider")
+
+    def __init__(self, provider: str, operation: str, classify: Classify, display_name: str):
+        self.provider, self.operation = provider, operation
+        self.classify, self.display_name = classify, display_name
+
+    def __enter__(self) -> Run:
+        return _direct
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> Literal[False]:
+        if isinstance(exc, Exception):
+            failure = _failure(exc, self.provider, self.operation, self.classify, self.display_name)
+            if failure is not None:
+                raise failure from exc
+        return False
+
+
+@contextmanager
+def _network_call(
+    provider: str, operation: str, classify: Classify, display_name: str
+) -> Iterator[Run]:
     started = time.perf_counter()
     try:
-        if not network:
-            yield _direct
-            return
         guard = resilience.guard_for(provider, _outages(classify))
         with guard.calling(operation) as run:
             yield run
@@ -95,23 +141,12 @@ def provider_call(
             details={"provider": provider, "operation": operation, "code": exc.code},
             retry_after=exc.retry_after,
         ) from exc
-    except ProviderUnavailable as exc:
-        # Raised inside the call on purpose (e.g. a delivery URL answered 5xx): a failed call.
-        metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, exc.code).inc()
-        raise
     except Exception as exc:
-        fault = classify(exc)
-        if fault is None:
-            raise  # a value the caller handles (MultipartRejected, a bug ...), not an outage
-        metrics.PROVIDER_CALL_ERRORS.labels(provider, operation, fault.code).inc()
-        logger.warning("%s %s failed: %s", display_name, operation, fault.description)
-        raise ProviderUnavailable(
-            f"{display_name} {operation} is unavailable; retry later.",
-            details={"provider": provider, "operation": operation, "code": fault.code},
-            retry_after=fault.retry_after,
-        ) from exc
+        failure = _failure(exc, provider, operation, classify, display_name)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
-        if network:
-            metrics.PROVIDER_CALL_SECONDS.labels(provider, operation).observe(
-                time.perf_counter() - started
-            )
+        metrics.PROVIDER_CALL_SECONDS.labels(provider, operation).observe(
+            time.perf_counter() - started
+        )

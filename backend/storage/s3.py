@@ -143,6 +143,16 @@ def _post_target(client: Any, bucket: str) -> tuple[str, str]:
     return target
 
 
+# botocore.auth's SIGV4_TIMESTAMP and ISO8601 formats, filled from the fields (strftime costs
+# several times more, most of it importing `time` and parsing the format on every call).
+_SIGV4_TIMESTAMP = "%04d%02d%02dT%02d%02d%02dZ"
+_ISO8601 = "%04d-%02d-%02dT%02d:%02d:%02dZ"
+
+
+def _fields(moment: datetime) -> tuple[int, int, int, int, int, int]:
+    return moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second
+
+
 @functools.lru_cache(maxsize=16)
 def _signing_key(secret_key: str, datestamp: str, region: str) -> bytes:
     """SigV4's derived key (four HMACs): it changes once a day per region and secret, so it is
@@ -175,7 +185,7 @@ def sign_post(
     frozen = credentials.get_frozen_credentials()  # refreshes a role's credentials when due
     # botocore's own clock, as generate_presigned_post uses it.
     now = botocore.auth.get_current_datetime()  # type: ignore[attr-defined]
-    amz_date = now.strftime(botocore.auth.SIGV4_TIMESTAMP)
+    amz_date = _SIGV4_TIMESTAMP % _fields(now)
     scope = f"{frozen.access_key}/{amz_date[:8]}/{region}/s3/aws4_request"
     signed = {
         **fields,
@@ -196,15 +206,15 @@ def sign_post(
         signed["x-amz-security-token"] = frozen.token
         policy_conditions.append({"x-amz-security-token": frozen.token})
     policy = {
-        "expiration": (now + timedelta(seconds=expires_in)).strftime(botocore.auth.ISO8601),
+        "expiration": _ISO8601 % _fields(now + timedelta(seconds=expires_in)),
         "conditions": policy_conditions,
     }
     signed["policy"] = base64.b64encode(json.dumps(policy).encode("utf-8")).decode("utf-8")
-    signed["x-amz-signature"] = hmac.new(
+    signed["x-amz-signature"] = hmac.digest(
         _signing_key(frozen.secret_key, amz_date[:8], region),
         signed["policy"].encode("utf-8"),
-        hashlib.sha256,
-    ).hexdigest()
+        "sha256",
+    ).hex()
     return {"url": url, "fields": signed}
 
 
@@ -370,7 +380,7 @@ class S3Service(CloudStorageService):
         return UploadInstructions(
             method="POST",
             url=post["url"],
-            fields={str(k): str(v) for k, v in post["fields"].items()},
+            fields=post["fields"],  # every name and value a str (botocore's too)
             headers={},
             expires_at=expires_at,
         )

@@ -63,7 +63,7 @@ def sanitise_filename(raw: str) -> str:
         name = "".join(" " if ch in "\t\n\r\x0b\x0c" else ch for ch in name)
         name = "".join(ch for ch in name if not _is_invisible(ch))
     # NFKC turns fullwidth solidus and friends into "/" first, so this catches them too.
-    name = re.split(r"[/\\]", name)[-1]
+    name = name.rpartition("/")[2].rpartition("\\")[2]
     name = _WHITESPACE.sub(" ", name).strip(" .")
     name = _truncate_keeping_extension(name, MAX_DISPLAY_NAME_LENGTH)
     if not name or set(name) <= {"."}:

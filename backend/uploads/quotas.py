@@ -435,7 +435,7 @@ _HASH_TTL_MS = 2 * 24 * 3600 * 1000
 # KEYS[1] the user's hash {p: pending, d: day counted, b: bytes counted on d, t: last change (ms)};
 # KEYS[2] (optional) the request's throttle window.
 # ARGV: day, nbytes, max_pending, max_bytes, now (ms), ttl (ms), seed pending, seed bytes ('' =
-# no seed); with KEYS[2] also the window's now, duration, limit, member.
+# no seed); with KEYS[2] also the window's now, duration, limit.
 # Returns {status, a, b}: 0 reserved {pending, bytes today} after it; 1 throttled {entries in the
 # window, oldest timestamp}; 2 refused {pending, bytes today}; 3 no hash and no seed {0, 0}.
 # The throttle is checked first and records the request unless it is throttled or the hash is
@@ -470,7 +470,7 @@ if status == 0 or not v[1] then
     'b', string.format('%d', used), 't', ARGV[5])
 end
 redis.call('PEXPIRE', q, ARGV[6])
-if w then window_add(w, tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[12]) end
+if w then window_add(w, ARGV[9], tonumber(ARGV[10])) end
 return {status, pending, used}
 """
 )

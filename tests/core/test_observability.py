@@ -238,3 +238,16 @@ def test_job_lines_carry_the_enqueuing_request_id_and_their_upload_id(
     for record in lines:
         assert record.request_id == "req-that-enqueued"  # type: ignore[attr-defined]
         assert record.upload_id == str(row.id)  # type: ignore[attr-defined]
+
+
+def test_the_plain_time_is_loggings_own() -> None:
+    """PlainFormatter formats each second once; the text is logging.Formatter's, to the ms."""
+    import logging
+
+    from backend.core.logs import PlainFormatter
+
+    ours, stock = PlainFormatter("%(asctime)s"), logging.Formatter("%(asctime)s")
+    record = logging.makeLogRecord({"msg": "x"})
+    for created in (1_800_000_000.0, 1_800_000_000.999, 1_800_000_001.5, 1_800_000_000.25):
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.formatTime(record) == stock.formatTime(record)

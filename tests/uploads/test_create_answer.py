@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from rest_framework.renderers import JSONRenderer
@@ -79,3 +79,24 @@ def test_the_direct_answer_equals_the_serializers(service_class, kind, size) -> 
     rendered = JSONRenderer().render
     assert json.loads(rendered(direct)) == json.loads(rendered(documented))
     assert list(direct) == list(documented)  # same key order too
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(2026, 12, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        datetime(2026, 12, 2, 3, 4, 5, tzinfo=UTC),
+        datetime(2026, 12, 2, 3, 4, 5, 1, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+        datetime(2026, 12, 2, 3, 4, 5),  # naive: the field's own answer
+        "2026-12-02T03:04:05+00:00",
+        None,
+    ],
+)
+@pytest.mark.parametrize("time_zone", ["UTC", "Europe/Paris"])
+def test_the_direct_datetime_is_the_fields(value, time_zone, settings) -> None:
+    from rest_framework import serializers as drf
+
+    from backend.uploads.api.serializers import _api_datetime
+
+    settings.TIME_ZONE = time_zone
+    assert _api_datetime(value) == drf.DateTimeField().to_representation(value)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -337,6 +339,19 @@ class TokenOutputSerializer(serializers.Serializer):
 # per request deep-copies its nested fields (about a millisecond of a presign's CPU under load,
 # docs/performance.md). tests/uploads/test_create_answer.py keeps the two equal.
 _DATETIME = serializers.DateTimeField()
+
+
+def _api_datetime(value: Any) -> Any:
+    """`_DATETIME.to_representation(value)` for an aware datetime, without the field's per-call
+    lookups (DRF settings, the active time zone through asgiref's Local, a failed `hasattr`):
+    ISO 8601 in TIME_ZONE, `Z` for UTC. This project never activates another time zone, so the
+    current one is TIME_ZONE's. Anything else goes to the field itself."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        return _DATETIME.to_representation(value)
+    text = value.astimezone(timezone.get_default_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 _CAPABILITY_FIELDS = tuple(CapabilitiesSerializer._declared_fields)
 _CHUNKED_FIELDS = tuple(ChunkedInstructionsSerializer._declared_fields)
 
@@ -354,14 +369,14 @@ def render_create_answer(
         "filename": str(row.original_filename),
         "content_type": str(row.content_type),
         "size": None if row.declared_size is None else int(row.declared_size),
-        "expires_at": _DATETIME.to_representation(row.expires_at),
+        "expires_at": _api_datetime(row.expires_at),
         "upload": {
             "protocol": upload["protocol"],
             "method": upload["method"],
             "url": str(upload["url"]),
             "fields": {str(k): str(v) for k, v in upload["fields"].items()},
             "headers": {str(k): str(v) for k, v in upload["headers"].items()},
-            "expires_at": _DATETIME.to_representation(upload["expires_at"]),
+            "expires_at": _api_datetime(upload["expires_at"]),
             "chunked": None if chunked is None else {k: chunked[k] for k in _CHUNKED_FIELDS},
         },
         "capabilities": {name: capabilities[name] for name in _CAPABILITY_FIELDS},

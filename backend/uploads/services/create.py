@@ -277,7 +277,8 @@ def create_upload(
         )
     chunked = _needs_large_upload(service, request.size)
     upload_id = uuid.uuid4()
-    bind_upload(upload_id)
+    upload_ref = str(upload_id)  # formatted once, for the log context and the log line
+    bind_upload(upload_ref)
     key = new_key(owner, upload_id, request.display_name, request.content_type, service)
     expires_in = min(request.config.presign_expiry_seconds, settings.UPLOAD_MAX_PRESIGN_EXPIRY)
     ref = ObjectRef(
@@ -309,6 +310,6 @@ def create_upload(
         reservation.insert(row)
     metrics.PRESIGNS.labels(service.name, "single").inc()
     logger.info(
-        "upload %s created at %s (%s, %s bytes)", row.id, row.provider, row.key, request.size
+        "upload %s created at %s (%s, %s bytes)", upload_ref, row.provider, row.key, request.size
     )
     return row, instructions
