@@ -217,6 +217,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     # The API takes JSON bodies only (what the schema documents; forms cannot carry its lists).
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON output, encoded with orjson (backend/core/renderers.py); then DRF's browsable API.
+    "DEFAULT_RENDERER_CLASSES": [
+        "backend.core.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "backend.core.errors.api_exception_handler",
     # How many proxies in front of us append to X-Forwarded-For (1 behind one load balancer).

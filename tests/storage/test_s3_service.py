@@ -335,11 +335,22 @@ def test_download_url_pins_type_and_disposition(s3_storage) -> None:
     ],
 )
 def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_kwargs) -> None:
-    """sign_post (S3SigV4PostAuth's algorithm, endpoint resolved once) returns exactly what
-    generate_presigned_post returns: URL, every field, the policy byte for byte, the signature."""
+    """sign_post (S3SigV4PostAuth's algorithm, endpoint resolved once) returns what
+    generate_presigned_post returns: the URL, every field in the same order, the same policy
+    document (ours compact JSON, botocore's with spaces: the same conditions in the same order),
+    and AWS's signature of it, derived as botocore derives its own."""
     import base64
     import datetime as dt
+    import hashlib
+    import hmac
     import json
+
+    def signature(policy: str, day: dt.datetime, region: str) -> str:
+        # AWS, "Calculating a Signature" (browser-based POST): the day's derived key, then HMAC.
+        key = b"AWS4secret-example"
+        for part in (day.strftime("%Y%m%d"), region, "s3", "aws4_request"):
+            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+        return hmac.new(key, policy.encode(), hashlib.sha256).hexdigest()
 
     import boto3
     import botocore.auth
@@ -382,8 +393,21 @@ def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_
             Conditions=list(conditions),
             ExpiresIn=600,
         )
-        assert ours == theirs
-        assert list(ours["fields"]) == list(theirs["fields"])  # the same order too
+        region = client.meta.region_name
+        ours_fields, theirs_fields = dict(ours["fields"]), dict(theirs["fields"])
+        assert ours["url"] == theirs["url"]
+        assert list(ours_fields) == list(theirs_fields)  # the same order too
+        documents = [
+            json.loads(base64.b64decode(f.pop("policy"))) for f in (ours_fields, theirs_fields)
+        ]
+        assert documents[0] == documents[1]
+        assert theirs_fields.pop("x-amz-signature") == signature(
+            theirs["fields"]["policy"], day, region
+        )
+        assert ours_fields.pop("x-amz-signature") == signature(
+            ours["fields"]["policy"], day, region
+        )
+        assert ours_fields == theirs_fields
     policy = json.loads(base64.b64decode(ours["fields"]["policy"]))
     assert policy["expiration"] == "2026-12-02T03:14:05Z"
     assert {"key": key} in policy["conditions"]
