@@ -106,8 +106,8 @@ class RedisScripts:
         self._local = threading.local()
 
     def serves(self, url: str) -> bool:
-        """Whether these scripts are the current process's, on `url` (not inherited by a fork)."""
-        return self.url == url and self.pid == os.getpid()
+        """Whether these scripts are on `url` (a forked child never sees its parent's: below)."""
+        return self.url == url
 
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
@@ -203,8 +203,19 @@ _lock = threading.Lock()
 _scripts: RedisScripts | None = None
 
 
+def _forget_after_fork() -> None:
+    """A forked child (a gunicorn worker of a preloading master) starts without its parent's
+    sockets; an at-fork hook rather than a pid check per call (a system call per request)."""
+    global _scripts, _lock
+    _scripts, _lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def redis_scripts() -> RedisScripts:
-    """This process's scripts on THROTTLE_REDIS_URL (made again after a fork or a new URL)."""
+    """This process's scripts on THROTTLE_REDIS_URL (made again in a forked child or for a new
+    URL)."""
     global _scripts
     url = settings.THROTTLE_REDIS_URL
     scripts = _scripts

@@ -181,14 +181,20 @@ def test_redis_down_is_an_error_not_an_allowance(monkeypatch) -> None:
         _check()
 
 
-def test_each_process_gets_its_own_window(redis_throttle, monkeypatch) -> None:
+def test_each_process_gets_its_own_window(redis_throttle) -> None:
     """A forked worker never shares its parent's sockets (gunicorn preloads, then forks)."""
+    import os
+
     window = throttling.redis_scripts()
     assert throttling.redis_scripts() is window
-    monkeypatch.setattr(window, "pid", window.pid + 1)  # as seen from a forked child
-    fresh = throttling.redis_scripts()
-    assert fresh is not window
-    assert fresh.pid == window.pid - 1
+    assert _check()  # the parent's thread has its connection
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        fresh = throttling.redis_scripts()
+        os._exit(0 if fresh is not window and fresh.pid == os.getpid() and _check() else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert throttling.redis_scripts() is window  # the parent keeps its own
 
 
 def test_a_thread_per_request_server_never_runs_out_of_connections(redis_throttle) -> None:
