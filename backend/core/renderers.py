@@ -54,7 +54,8 @@ class JSONRenderer(renderers.JSONRenderer):
             out = orjson.dumps(data, default=default, option=_OPTIONS)
         except TypeError:  # orjson.JSONEncodeError too: DRF's renderer answers, or fails, as before
             return super().render(data, accepted_media_type, renderer_context)
-        # DRF escapes these two so that the JSON is also valid JavaScript.
-        if b"\xe2\x80\xa8" in out or b"\xe2\x80\xa9" in out:
+        # DRF escapes these two so that the JSON is also valid JavaScript (an ASCII body has
+        # neither, and most bodies are ASCII: one fast scan).
+        if not out.isascii() and (b"\xe2\x80\xa8" in out or b"\xe2\x80\xa9" in out):
             out = out.replace(b"\xe2\x80\xa8", b"\\u2028").replace(b"\xe2\x80\xa9", b"\\u2029")
         return out
