@@ -32,8 +32,8 @@ from rest_framework.request import Request
 # of timestamps, newest first, as DRF keeps its history: `window_count` drops the oldest while
 # they are outside the window (DRF's `while history[-1] <= now - duration: pop()`, 128 at a time)
 # and counts the rest, `window_add` pushes one. A list, not a sorted set: a push is O(1) and needs
-# no unique member, and the window stays a compact listpack; Redis spent less than half the CPU
-# per check (docs/performance.md).
+# no unique member, the reservation script costs Redis about a third less CPU, and a window takes
+# a sixth of the memory (docs/performance.md).
 WINDOW_FUNCTIONS = """
 local function window_count(key, now, duration)
   local cutoff = now - duration
