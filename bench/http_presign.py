@@ -5,7 +5,8 @@ production settings (DEBUG off, Redis cache, PostgreSQL in a separate bench data
 throttle on at rates the bench cannot reach) on a loopback port, creates the bench users and
 their tokens, and drives with wrk (a Lua script rotating over the tokens), in interleaved rounds:
 the floor (DRF token auth + one INSERT + JSON, bench/httpstack/floor_urls.py), POST
-/api/v1/uploads/ with S3 active, the floor, POST /api/v1/uploads/ with Cloudinary active, ...
+/api/v1/uploads/ with S3 active, the floor, POST /api/v1/uploads/ with Cloudinary active, the
+floor, the floor plus one Redis round trip (what presign's throttle costs by itself), ...
 Prints req/s, p50/p99 latency, server CPU ms per request (gunicorn master + workers and the
 bench database's PostgreSQL backends, from /proc) and the ratios to the floor, and beside them
 the local Redis server's CPU ms per request (the throttle windows and, with QUOTA_COUNTERS=redis,
@@ -394,19 +395,37 @@ class Series:
         return sum(r.non2xx for r in self.rounds)
 
 
+# Each cycle: the floor before and after every other endpoint.
+CYCLE = ("floor", "s3", "floor", "cloudinary", "floor", "floor-redis")
+PATHS = {
+    "floor": "/bench/floor/",
+    "floor-redis": "/bench/floor-redis/",
+    "s3": "/api/v1/uploads/",
+    "cloudinary": "/api/v1/uploads/",
+}
+LABELS = {
+    "floor": "floor",
+    "floor-redis": "floor + Redis trip",
+    "s3": "presign (s3)",
+    "cloudinary": "presign (cloudinary)",
+}
+
+
 def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Series]:
-    series = {name: Series(name) for name in ("floor", "s3", "cloudinary")}
-    paths = {"floor": "/bench/floor/", "s3": "/api/v1/uploads/", "cloudinary": "/api/v1/uploads/"}
+    series = {name: Series(name) for name in ("floor", "s3", "cloudinary", "floor-redis")}
     # Warm every path (imports, connections, the providers' clients).
     for name in ("s3", "cloudinary"):
         _use_provider(name)
-        _wrk(paths[name], script, 1, master, dbname)
-    _wrk(paths["floor"], script, 1, master, dbname)
-    for _ in range(ROUNDS):
-        for name in ("floor", "s3", "floor", "cloudinary"):
-            if name != "floor":
-                _use_provider(name)
-            series[name].rounds.append(_wrk(paths[name], script, SECONDS, master, dbname))
+        _wrk(PATHS[name], script, 1, master, dbname)
+    for name in ("floor", "floor-redis"):
+        _wrk(PATHS[name], script, 1, master, dbname)
+    order: list[tuple[str, Round]] = []
+    for name in (*CYCLE * ROUNDS, "floor"):  # a last floor round closes the last pair
+        if name in ("s3", "cloudinary"):
+            _use_provider(name)
+        measured = _wrk(PATHS[name], script, SECONDS, master, dbname)
+        series[name].rounds.append(measured)
+        order.append((name, measured))
     floor = series["floor"]
     print(f"\n== {title} ==")
     print(
@@ -414,28 +433,29 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
         f"{'(app':>7}{' + pg)':>8}{'req/s x':>10}{'CPU x':>8}{'non-2xx':>9}{'redis ms':>10}"
     )
     for name, s in series.items():
-        label = "floor" if name == "floor" else f"presign ({name})"
         print(
-            f"{label:<22}{s.rps:>9.0f}{s.p50:>9.2f}{s.p99:>9.2f}{s.cpu_ms:>12.3f}"
+            f"{LABELS[name]:<22}{s.rps:>9.0f}{s.p50:>9.2f}{s.p99:>9.2f}{s.cpu_ms:>12.3f}"
             f"{s.app_ms:>7.2f}{s.pg_ms:>8.2f}{s.rps / floor.rps:>10.2f}"
             f"{s.cpu_ms / floor.cpu_ms:>8.2f}{s.errors:>9}{s.redis_ms:>10.3f}"
         )
-    # A shared 2-core VM drifts by more than the differences measured here: each presign round
-    # is also compared with the floor rounds run just before and after it, and the median of
-    # those paired ratios is printed (less sensitive to a slow minute than the totals above).
+    # A shared 2-core VM drifts by more than the differences measured here: each round is also
+    # compared with the floor rounds run just before and after it, and the median of those
+    # paired ratios is printed (less sensitive to a slow minute than the totals above).
     print("paired (median of each round against its neighbouring floor rounds):")
-    for name in ("s3", "cloudinary"):
-        rps_x, cpu_x = _paired(series[name].rounds, floor.rounds, first=0 if name == "s3" else 1)
-        print(f"  presign ({name}): req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
+    for name in ("s3", "cloudinary", "floor-redis"):
+        rps_x, cpu_x = _paired(order, name)
+        print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
     return series
 
 
-def _paired(rounds: list[Round], floors: list[Round], *, first: int) -> tuple[float, float]:
-    """Median req/s and CPU ratios of `rounds[i]` to the floor rounds beside it (floor rounds
-    run at 2i and 2i+1; s3 sits between them, cloudinary after 2i+1)."""
+def _paired(order: list[tuple[str, Round]], name: str) -> tuple[float, float]:
+    """Median req/s and CPU ratios of each `name` round to the floor rounds run just before
+    and just after it."""
     rps, cpu = [], []
-    for i, r in enumerate(rounds):
-        near = [floors[j] for j in (2 * i + first, 2 * i + first + 1) if j < len(floors)]
+    for i, (label, r) in enumerate(order):
+        if label != name:
+            continue
+        near = [order[j][1] for j in (i - 1, i + 1) if order[j][0] == "floor"]  # CYCLE
         rps.append(r.requests / r.seconds / statistics.mean(f.requests / f.seconds for f in near))
         floor_cpu = statistics.mean((f.app_ms + f.pg_ms) / f.requests for f in near)
         cpu.append((r.app_ms + r.pg_ms) / r.requests / floor_cpu)

@@ -7,11 +7,19 @@ its own Python process under valgrind's callgrind, instrumented only around the 
 (`callgrind_control -i on/off`), through Django's test client with the bench settings (DEBUG
 off, PostgreSQL, the Redis throttle on) against the same floor endpoint.
 
-    .venv/bin/python bench/presign_instructions.py        # make bench-instructions
+    .venv/bin/python bench/presign_instructions.py             # make bench-instructions
+    .venv/bin/python bench/presign_instructions.py --gunicorn  # a real worker, ~5 minutes
 
 What it leaves out: kernel time (socket syscalls, so a network round trip counts only its
 Python and C client code), PostgreSQL's and Redis's own work, gunicorn. Read it beside the
 HTTP bench, not instead of it. Needs valgrind (Debian: apt-get install valgrind).
+
+`--gunicorn` counts a real gunicorn worker instead (the shipped gunicorn.conf.py, one worker
+and its threads, under callgrind with the master), driven by wrk over loopback: the worker's
+whole user-space work per request, gunicorn's HTTP handling, thread hand-offs, the metrics
+files and the log stream included, and also the floor plus one Redis round trip
+(bench/httpstack/floor_urls.py). Counters are zeroed after a warm-up and dumped after each
+endpoint's run.
 """
 
 from __future__ import annotations
@@ -135,22 +143,125 @@ def measure(path: str, provider: str, workdir: Path) -> float:
     return int(match.group(1)) / REQUESTS
 
 
+GUNICORN_CASES = [
+    ("floor", "/bench/floor/", "s3"),
+    ("floor + Redis trip", "/bench/floor-redis/", "s3"),
+    ("presign (cloudinary)", "/api/v1/uploads/", "cloudinary"),
+    ("presign (s3)", "/api/v1/uploads/", "s3"),
+]
+
+
+def _callgrind_total(path: Path) -> int:
+    text = path.read_text(errors="replace")
+    match = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+    if not match:
+        raise SystemExit(f"no totals in {path}")
+    return int(match.group(1))
+
+
+def gunicorn_worker(tokens: list[str]) -> dict[str, float]:
+    """Instructions per request of one real gunicorn worker (see the module docstring)."""
+    import time
+
+    seconds = int(os.environ.get("BENCH_SECONDS", "20"))
+    workdir = Path(tempfile.mkdtemp(prefix="bench-instructions-gunicorn-"))
+    (workdir / "tokens").write_text("\n".join(tokens) + "\n")
+    script = workdir / "rotate.lua"
+    script.write_text(hp.WRK_SCRIPT % {"tokens": workdir / "tokens", "body": hp.BODY})
+    env = {
+        **os.environ,
+        **hp.SERVER_ENV,
+        "PYTHONPATH": str(ROOT),
+        "GUNICORN_WORKERS": "1",
+        # A worker under valgrind runs ~50x slower: not killed for it.
+        "GUNICORN_TIMEOUT": "600",
+    }
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    proc = subprocess.Popen(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--trace-children=yes",
+            f"--callgrind-out-file={workdir}/callgrind.%p",
+            str(gunicorn),
+            "-c",
+            str(ROOT / "gunicorn.conf.py"),
+            "backend.wsgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "gunicorn.log", "wb"),  # noqa: SIM115
+    )
+    # Light load: the worker is the only thing measured, and valgrind serialises its threads.
+    hp.CONNECTIONS, hp.THREADS = 4, 1
+    counts: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 600
+        while not hp._children(proc.pid) and time.monotonic() < deadline:
+            time.sleep(1)
+        [worker] = hp._children(proc.pid)
+        while time.monotonic() < deadline:
+            try:
+                hp._wrk("/bench/floor/", script, 2, proc.pid, "")
+                break
+            except subprocess.CalledProcessError:
+                time.sleep(2)
+        for label, path, provider in GUNICORN_CASES:
+            hp._use_provider(provider)
+            hp._wrk(path, script, 8, proc.pid, "")  # warm: every user's quota seeded, caches
+            subprocess.run(
+                ["callgrind_control", "-z", str(worker)], check=True, capture_output=True
+            )
+            measured = hp._wrk(path, script, seconds, proc.pid, "")
+            before = set(workdir.glob(f"callgrind.{worker}.*"))
+            subprocess.run(
+                ["callgrind_control", "-d", str(worker)], check=True, capture_output=True
+            )
+            while not (set(workdir.glob(f"callgrind.{worker}.*")) - before):
+                time.sleep(0.5)
+            [dump] = set(workdir.glob(f"callgrind.{worker}.*")) - before
+            time.sleep(1)  # written whole
+            if measured.non2xx:
+                raise SystemExit(f"{path}: {measured.non2xx} answers were not 2xx")
+            counts[label] = _callgrind_total(dump) / measured.requests
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return counts
+
+
+def _print(title: str, counts: dict[str, float]) -> None:
+    floor = counts["floor"]
+    print(title)
+    print(f"{'endpoint':<22}{'instructions':>14}{'x floor':>9}")
+    for label, count in counts.items():
+        print(f"{label:<22}{count / 1000:>12.0f} k{count / floor:>9.2f}")
+
+
 def main() -> None:
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     hp._ensure_database()
     hp._setup_django()
-    hp._prepare()
+    tokens = hp._prepare()
+    if "--gunicorn" in sys.argv:
+        if not shutil.which("wrk"):
+            raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+        _print("user-space instructions per request, one gunicorn worker", gunicorn_worker(tokens))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
     try:
         counts = {label: measure(path, provider, workdir) for label, path, provider in CASES}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    floor = counts["floor"]
-    print(f"user-space instructions per request, web process only ({REQUESTS} requests each)")
-    print(f"{'endpoint':<22}{'instructions':>14}{'x floor':>9}")
-    for label, count in counts.items():
-        print(f"{label:<22}{count / 1000:>12.0f} k{count / floor:>9.2f}")
+    _print(
+        f"user-space instructions per request, web process only ({REQUESTS} requests each)", counts
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,12 @@
-"""The shipped URLs plus the floor endpoint: DRF token auth + one INSERT + JSON, no signing.
+"""The shipped URLs plus the floor endpoints, bench only (bench/httpstack/settings.py); never part
+of backend.urls.
 
-Bench only (bench/httpstack/settings.py); never part of backend.urls."""
+- `/bench/floor/`: DRF token auth + one INSERT + JSON, no signing (the issue's floor).
+- `/bench/floor-redis/`: the same floor plus one Redis round trip, a no-op script sent on the
+  throttle's own client (`backend.core.throttling.redis_scripts`) before the INSERT and read
+  after it, as presign overlaps its throttle and quota script with signing. It prices the one
+  network round trip presign makes beyond the floor (its throttle cannot live elsewhere: the
+  window is shared by every process), apart from everything else presign does."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backend.core.throttling import Script, redis_scripts
 from backend.uploads.models import MediaUpload, UploadStatus
 from backend.urls import urlpatterns as shipped
 
@@ -39,4 +46,20 @@ class FloorApi(APIView):
         return Response({"id": str(row.id), "key": row.key}, status=201)
 
 
-urlpatterns = [path("bench/floor/", FloorApi.as_view()), *shipped]
+# Touches no key: the round trip alone (Redis still parses, looks the script up and runs Lua).
+NO_OP = Script("return 1")
+
+
+class FloorRedisApi(FloorApi):
+    def post(self, request: Request) -> Response:
+        sent = redis_scripts().send(NO_OP, [], [])
+        answer = super().post(request)
+        sent.result()
+        return answer
+
+
+urlpatterns = [
+    path("bench/floor/", FloorApi.as_view()),
+    path("bench/floor-redis/", FloorRedisApi.as_view()),
+    *shipped,
+]
