@@ -474,6 +474,25 @@ def _wait_for_server(proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("gunicorn did not start within 60 s")
 
 
+def wrk_workdir(prefix: str, tokens: list[str]) -> tuple[Path, Path]:
+    """A scratch directory holding the tokens and wrk's Lua script rotating over them."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    (workdir / "tokens").write_text("\n".join(tokens) + "\n")
+    script = workdir / "rotate.lua"
+    script.write_text(WRK_SCRIPT % {"tokens": workdir / "tokens", "body": BODY})
+    return workdir, script
+
+
+def stop(proc: subprocess.Popen[bytes], workdir: Path, *, timeout: float) -> None:
+    """Stop the server (killed if it outlives `timeout`) and remove the scratch directory."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> None:
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -481,10 +500,7 @@ def main() -> None:
     _ensure_database()
     _setup_django()
     tokens = _prepare()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-http-"))
-    (workdir / "tokens").write_text("\n".join(tokens) + "\n")
-    script = workdir / "rotate.lua"
-    script.write_text(WRK_SCRIPT % {"tokens": workdir / "tokens", "body": BODY})
+    workdir, script = wrk_workdir("bench-http-", tokens)
     env = {**os.environ, **SERVER_ENV, "PYTHONPATH": str(ROOT)}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen(
@@ -514,12 +530,7 @@ def main() -> None:
         _phase(f"after {SEED_ROWS} existing rows", script, proc.pid, dbname)
         print(f"\nload after: {os.getloadavg()[0]:.2f} (1 min)")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        stop(proc, workdir, timeout=30)
 
 
 if __name__ == "__main__":

@@ -164,10 +164,7 @@ def gunicorn_worker(tokens: list[str]) -> dict[str, float]:
     import time
 
     seconds = int(os.environ.get("BENCH_SECONDS", "20"))
-    workdir = Path(tempfile.mkdtemp(prefix="bench-instructions-gunicorn-"))
-    (workdir / "tokens").write_text("\n".join(tokens) + "\n")
-    script = workdir / "rotate.lua"
-    script.write_text(hp.WRK_SCRIPT % {"tokens": workdir / "tokens", "body": hp.BODY})
+    workdir, script = hp.wrk_workdir("bench-instructions-gunicorn-", tokens)
     env = {
         **os.environ,
         **hp.SERVER_ENV,
@@ -226,12 +223,7 @@ def gunicorn_worker(tokens: list[str]) -> dict[str, float]:
                 raise SystemExit(f"{path}: {measured.non2xx} answers were not 2xx")
             counts[label] = _callgrind_total(dump) / measured.requests
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(workdir, ignore_errors=True)
+        hp.stop(proc, workdir, timeout=60)
     return counts
 
 
