@@ -6,7 +6,8 @@ throttle on at rates the bench cannot reach) on a loopback port, creates the ben
 their tokens, and drives with wrk (a Lua script rotating over the tokens), in interleaved rounds:
 the floor (DRF token auth + one INSERT + JSON, bench/httpstack/floor_urls.py), POST
 /api/v1/uploads/ with S3 active, the floor, POST /api/v1/uploads/ with Cloudinary active, the
-floor, the floor plus one Redis round trip (what presign's throttle costs by itself), ...
+floor, the floor plus one Redis round trip (what presign's throttle costs by itself), the floor,
+the floor plus presign's audit log line (what that line costs by itself), ...
 Prints req/s, p50/p99 latency, server CPU ms per request (gunicorn master + workers and the
 bench database's PostgreSQL backends, from /proc) and the ratios to the floor, and beside them
 the local Redis server's CPU ms per request (the throttle windows and, with QUOTA_COUNTERS=redis,
@@ -396,28 +397,32 @@ class Series:
 
 
 # Each cycle: the floor before and after every other endpoint.
-CYCLE = ("floor", "s3", "floor", "cloudinary", "floor", "floor-redis")
+CYCLE = ("floor", "s3", "floor", "cloudinary", "floor", "floor-redis", "floor", "floor-log")
 PATHS = {
     "floor": "/bench/floor/",
     "floor-redis": "/bench/floor-redis/",
+    "floor-log": "/bench/floor-log/",
     "s3": "/api/v1/uploads/",
     "cloudinary": "/api/v1/uploads/",
 }
 LABELS = {
     "floor": "floor",
     "floor-redis": "floor + Redis trip",
+    "floor-log": "floor + audit line",
     "s3": "presign (s3)",
     "cloudinary": "presign (cloudinary)",
 }
 
 
 def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Series]:
-    series = {name: Series(name) for name in ("floor", "s3", "cloudinary", "floor-redis")}
+    series = {
+        name: Series(name) for name in ("floor", "s3", "cloudinary", "floor-redis", "floor-log")
+    }
     # Warm every path (imports, connections, the providers' clients).
     for name in ("s3", "cloudinary"):
         _use_provider(name)
         _wrk(PATHS[name], script, 1, master, dbname)
-    for name in ("floor", "floor-redis"):
+    for name in ("floor", "floor-redis", "floor-log"):
         _wrk(PATHS[name], script, 1, master, dbname)
     order: list[tuple[str, Round]] = []
     for name in (*CYCLE * ROUNDS, "floor"):  # a last floor round closes the last pair
@@ -442,7 +447,7 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     # compared with the floor rounds run just before and after it, and the median of those
     # paired ratios is printed (less sensitive to a slow minute than the totals above).
     print("paired (median of each round against its neighbouring floor rounds):")
-    for name in ("s3", "cloudinary", "floor-redis"):
+    for name in ("s3", "cloudinary", "floor-redis", "floor-log"):
         rps_x, cpu_x = _paired(order, name)
         print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
     return series

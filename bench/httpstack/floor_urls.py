@@ -6,10 +6,13 @@ of backend.urls.
   throttle's own client (`backend.core.throttling.redis_scripts`) before the INSERT and read
   after it, as presign overlaps its throttle and quota script with signing. It prices the one
   network round trip presign makes beyond the floor (its throttle cannot live elsewhere: the
-  window is shared by every process), apart from everything else presign does."""
+  window is shared by every process), apart from everything else presign does.
+- `/bench/floor-log/`: the same floor plus presign's audit line (its logger, message and the
+  shipped handler and formatter): what that one line costs by itself."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 
@@ -58,8 +61,26 @@ class FloorRedisApi(FloorApi):
         return answer
 
 
+# presign's own logger (backend/uploads/services/create.py), so its level and handler apply.
+audit = logging.getLogger("backend.uploads.services.create")
+
+
+class FloorLogApi(FloorApi):
+    def post(self, request: Request) -> Response:
+        answer = super().post(request)
+        audit.info(
+            "upload %s created at %s (%s, %s bytes)",
+            answer.data["id"],
+            "s3",
+            answer.data["key"],
+            request.data.get("size"),
+        )
+        return answer
+
+
 urlpatterns = [
     path("bench/floor/", FloorApi.as_view()),
     path("bench/floor-redis/", FloorRedisApi.as_view()),
+    path("bench/floor-log/", FloorLogApi.as_view()),
     *shipped,
 ]
