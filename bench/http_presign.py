@@ -405,28 +405,27 @@ PATHS = {
     "s3": "/api/v1/uploads/",
     "cloudinary": "/api/v1/uploads/",
 }
+# The printed rows, in this order.
 LABELS = {
     "floor": "floor",
-    "floor-redis": "floor + Redis trip",
-    "floor-log": "floor + audit line",
     "s3": "presign (s3)",
     "cloudinary": "presign (cloudinary)",
+    "floor-redis": "floor + Redis trip",
+    "floor-log": "floor + audit line",
 }
+PROVIDERS = ("s3", "cloudinary")  # the presign rounds, each with its provider active
 
 
 def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Series]:
-    series = {
-        name: Series(name) for name in ("floor", "s3", "cloudinary", "floor-redis", "floor-log")
-    }
+    series = {name: Series(name) for name in LABELS}
     # Warm every path (imports, connections, the providers' clients).
-    for name in ("s3", "cloudinary"):
-        _use_provider(name)
-        _wrk(PATHS[name], script, 1, master, dbname)
-    for name in ("floor", "floor-redis", "floor-log"):
+    for name in LABELS:
+        if name in PROVIDERS:
+            _use_provider(name)
         _wrk(PATHS[name], script, 1, master, dbname)
     order: list[tuple[str, Round]] = []
     for name in (*CYCLE * ROUNDS, "floor"):  # a last floor round closes the last pair
-        if name in ("s3", "cloudinary"):
+        if name in PROVIDERS:
             _use_provider(name)
         measured = _wrk(PATHS[name], script, SECONDS, master, dbname)
         series[name].rounds.append(measured)
@@ -447,7 +446,7 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     # compared with the floor rounds run just before and after it, and the median of those
     # paired ratios is printed (less sensitive to a slow minute than the totals above).
     print("paired (median of each round against its neighbouring floor rounds):")
-    for name in ("s3", "cloudinary", "floor-redis", "floor-log"):
+    for name in (name for name in LABELS if name != "floor"):
         rps_x, cpu_x = _paired(order, name)
         print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
     return series
