@@ -427,6 +427,12 @@ SNS_CERT_FETCHES_PER_MINUTE = _int("SNS_CERT_FETCHES_PER_MINUTE", 10)
 LOG_FORMAT = _str("LOG_FORMAT", "plain").lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {LOG_FORMAT!r}.")
+# Lines below WARNING are written in batches, every LOG_BATCH_SECONDS, by a writer thread
+# (backend.core.logs.BatchingStreamHandler: off the request path); warnings and errors at once.
+# 0: every line at once, from the thread that logs it.
+LOG_BATCH_SECONDS = _float("LOG_BATCH_SECONDS", 0.1)
+if not 0 <= LOG_BATCH_SECONDS <= 5:
+    raise ImproperlyConfigured(f"LOG_BATCH_SECONDS must be 0 to 5, got {LOG_BATCH_SECONDS}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -446,7 +452,8 @@ LOGGING = {
     },
     "handlers": {
         "console": {
-            "class": "logging.StreamHandler",
+            "class": "backend.core.logs.BatchingStreamHandler",
+            "interval": LOG_BATCH_SECONDS,
             "formatter": LOG_FORMAT,
             "filters": ["context"],
         }

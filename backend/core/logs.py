@@ -7,15 +7,25 @@
 - `ContextFilter` (installed on the handlers by `settings.LOGGING`) copies both onto every
   record, so the plain format and the JSON format (`LOG_FORMAT=json`, python-json-logger) show
   them, and blanks any configured secret that would reach a line.
+- `BatchingStreamHandler` (the console handler): lines are formatted where they are logged and
+  written in batches by a writer thread, off the request path; warnings and errors at once.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import contextvars
 import logging
+import os
 import re
+import select
+import sys
+import threading
 import time
+import traceback
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -192,3 +202,173 @@ class PlainFormatter(logging.Formatter):
             self._second = cached
         msec_format = self.default_msec_format
         return msec_format % (cached[1], record.msecs) if msec_format else cached[1]
+
+
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose lines are written in batches by one writer thread per process.
+
+    Why: in a threaded gunicorn worker, every line written by the request thread is a system
+    call under the handler's lock with the GIL released, and the worker's other threads queue
+    behind it: presign's one INFO line cost 5-8 % of a worker's requests per second
+    (docs/performance.md). The stdlib's QueueHandler/QueueListener move the write to another
+    thread but still make one write, and one wake-up of that thread, per line.
+
+    - A line is formatted in the thread that logs it (its request's context, its exception),
+      then queued: no system call, no lock shared with the writer.
+    - The writer thread wakes every `interval` seconds (sooner once `capacity` lines wait) and
+      writes what is queued in chunks of at most PIPE_BUF bytes cut at line ends, so a pipe
+      shared by several workers still receives whole lines, as with one write per line.
+    - A record at `flush_level` or above (WARNING) is written at once by the thread that logs
+      it, after every line queued before it: problems reach the log without delay, in order.
+    - `flush()` writes what is queued; logging.shutdown calls it at exit (gunicorn's workers
+      exit through sys.exit, graceful or quick). Lines queued when a process is killed
+      (SIGKILL) are lost: at most `interval` seconds of INFO lines.
+    - fork: the child drops the lines its parent had queued (the parent writes them) and starts
+      its own writer on its first line; the writer never holds its lock across a fork.
+    - `interval` 0: every line is written at once, as logging.StreamHandler does.
+    """
+
+    def __init__(
+        self,
+        stream: Any = None,
+        interval: float = 0.1,
+        capacity: int = 1000,
+        flush_level: int | str = logging.WARNING,
+    ) -> None:
+        super().__init__(stream)
+        self.interval = float(interval)
+        self.capacity = int(capacity)
+        self.flush_level = logging._checkLevel(flush_level)  # type: ignore[attr-defined]
+        self._reset()
+        _batching_handlers.add(self)
+
+    def _reset(self) -> None:
+        self._queue: collections.deque[str] = collections.deque()
+        # Whoever writes to the stream holds it. Taken after the handler's own lock, never
+        # before it (re-entered by setStream's flush).
+        self._write_lock = threading.RLock()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._closed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        if self.interval <= 0 or self._closed or record.levelno >= self.flush_level:
+            with self._write_lock:
+                self._queue.append(line)
+                self._write_queued()
+            return
+        queue = self._queue
+        queue.append(line)  # deque.append is atomic: no lock on the request path
+        if self._writer is None:
+            self._start_writer()
+        elif len(queue) >= self.capacity:
+            if len(queue) >= 4 * self.capacity:  # the stream is not keeping up: wait for it
+                with self._write_lock:
+                    self._write_queued()
+            else:
+                self._wake.set()
+
+    def _start_writer(self) -> None:
+        with self._write_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=_write_batches,
+                    args=(weakref.ref(self), self._wake),
+                    name="log-writer",
+                    daemon=True,
+                )
+                self._writer.start()
+
+    def _write_queued(self) -> None:
+        """Write every queued line; the caller holds `_write_lock`."""
+        queue = self._queue
+        if not queue:
+            return
+        chunk: list[str] = []
+        size = 0
+        try:
+            while queue:
+                line = queue.popleft()
+                length = len(line) if line.isascii() else len(line.encode("utf-8", "replace"))
+                if chunk and size + length > select.PIPE_BUF:
+                    self._write_chunk(chunk)
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += length
+            self._write_chunk(chunk)
+        except Exception:
+            # As StreamHandler.handleError does: a broken stream is reported, not raised.
+            if logging.raiseExceptions:
+                traceback.print_exc(file=sys.__stderr__)
+
+    def _write_chunk(self, chunk: list[str]) -> None:
+        self.stream.write("".join(chunk))
+        self.stream.flush()  # one write per chunk, whatever the stream's own buffering
+
+    def flush(self) -> None:
+        with self._write_lock:
+            self._write_queued()
+            if self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+    def setStream(self, stream: Any) -> Any:
+        with self.lock or contextlib.nullcontext(), self._write_lock:
+            return super().setStream(stream)  # writes what was queued to the old stream
+
+    def close(self) -> None:
+        self.flush()
+        self._closed = True  # lines logged after close are written at once
+        self._wake.set()
+        super().close()
+
+
+def _write_batches(ref: weakref.ref[BatchingStreamHandler], wake: threading.Event) -> None:
+    """The writer thread's loop; it ends with its handler (closed or collected)."""
+    while True:
+        handler = ref()
+        if handler is None or handler._closed or handler._wake is not wake:
+            return
+        interval = handler.interval
+        del handler  # not kept alive by a sleeping writer
+        wake.wait(interval)
+        wake.clear()
+        handler = ref()
+        if handler is None:
+            return
+        with handler._write_lock:
+            handler._write_queued()
+
+
+_batching_handlers: weakref.WeakSet[BatchingStreamHandler] = weakref.WeakSet()
+_held_across_fork: list[threading.RLock] = []
+
+
+def _before_fork() -> None:
+    # No writer is mid-write when the process forks (the child would inherit a held lock,
+    # its stream's included).
+    for handler in list(_batching_handlers):
+        handler._write_lock.acquire()
+        _held_across_fork.append(handler._write_lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _held_across_fork:
+        _held_across_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    _held_across_fork.clear()
+    for handler in list(_batching_handlers):
+        handler._reset()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
