@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import ssl
+import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -95,13 +98,21 @@ class RedisScripts:
     client's user CPU per check (27 -> 10 us measured; docs/performance.md). The connections
     come from a redis-py pool built from THROTTLE_REDIS_URL, so every URL form (TLS, unix
     socket, password, db) works as elsewhere. `send` and `Sent.result` split a call in two, so
-    the caller can work while Redis answers."""
+    the caller can work while Redis answers.
+
+    Once connected, a TCP or unix socket keeps its timeout in the kernel (SO_RCVTIMEO and
+    SO_SNDTIMEO) and is blocking for Python: CPython polls before every send and receive on a
+    socket with a Python timeout, two system calls and two releases of the GIL where one does
+    (in a threaded worker each release hands the core to another thread). A kernel timeout
+    surfaces as EAGAIN, which redis-py reports as a ConnectionError; it is raised here as the
+    TimeoutError it is, so that a script Redis may still run is never sent twice."""
 
     def __init__(self, url: str, timeout: float) -> None:
         import redis
 
         self.url = url
         self.pid = os.getpid()
+        self.timeout = timeout
         self._pool = redis.ConnectionPool.from_url(url, socket_timeout=timeout)
         self._local = threading.local()
 
@@ -129,16 +140,20 @@ class RedisScripts:
         # every argument here is a str, int or float.
         command = [_pack(("EVALSHA", script.sha, len(keys), *keys, *args))]
         try:
+            connect(connection, self.timeout)
             connection.send_packed_command(command, check_health=False)
-        except ConnectionError:
+        except ConnectionError as exc:
+            raise_if_timed_out(connection, exc)
             # A connection gone stale (Redis restarted, an idle timeout): one fresh try, as
             # redis-py's client retries. Timeouts are not retried: they would multiply.
             connection.disconnect()
-            return Sent(connection, script, command, retried=True, failed=True)
+            return Sent(
+                connection, script, command, retried=True, failed=True, timeout=self.timeout
+            )
         except BaseException:
             connection.disconnect()
             raise
-        return Sent(connection, script, command, retried=False, failed=False)
+        return Sent(connection, script, command, retried=False, failed=False, timeout=self.timeout)
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self.send(script, keys, args).result()
@@ -155,7 +170,9 @@ class Sent:
         *,
         retried: bool,
         failed: bool,
+        timeout: float,
     ) -> None:
+        self._timeout = timeout
         self._connection = connection
         self._script = script
         self._command = command
@@ -179,6 +196,7 @@ class Sent:
             try:
                 if self._failed:
                     self._failed = False
+                    connect(connection, self._timeout)
                     connection.send_packed_command(self._command, check_health=False)
                 return connection.read_response()
             except NoScriptError:
@@ -186,7 +204,8 @@ class Sent:
                 connection.send_command("SCRIPT", "LOAD", self._script.text)
                 connection.read_response()
                 self._failed = True
-            except ConnectionError:
+            except ConnectionError as exc:
+                raise_if_timed_out(connection, exc)
                 connection.disconnect()
                 if self._retried:
                     raise
@@ -197,6 +216,48 @@ class Sent:
                 connection.disconnect()
                 raise
         raise NoScriptError("the script could not be loaded")
+
+
+def connect(connection: Any, timeout: float) -> None:
+    """Connect (redis-py's handshake runs with Python's timeouts), then move the timeout into
+    the kernel for a TCP or unix socket; a TLS socket keeps Python's (its reads are not one
+    system call)."""
+    if _socket_of(connection) is not None:
+        return
+    connection.connect()
+    sock = _socket_of(connection)
+    if (
+        not timeout
+        or timeout <= 0
+        or isinstance(sock, ssl.SSLSocket)
+        or sock.family not in _KERNEL_TIMEOUT_FAMILIES
+    ):
+        return
+    seconds = int(timeout)
+    # A zeroed timeval means "never" to the kernel: at least a microsecond.
+    microseconds = max(int((timeout - seconds) * 1_000_000), 0 if seconds else 1)
+    timeval = struct.pack("ll", seconds, microseconds)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    sock.settimeout(None)
+
+
+_KERNEL_TIMEOUT_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+
+
+def _socket_of(connection: Any) -> Any:
+    return connection._sock  # redis-py's connected socket (None until connected)
+
+
+def raise_if_timed_out(connection: Any, exc: BaseException) -> None:
+    """A kernel timeout (EAGAIN on a blocking socket) reaches here as redis-py's ConnectionError:
+    raise it as its TimeoutError, not retried (the script may have run, and a retry would double
+    the wait)."""
+    if isinstance(exc.__context__, BlockingIOError):
+        from redis.exceptions import TimeoutError
+
+        connection.disconnect()
+        raise TimeoutError("Timeout on the Redis socket") from exc
 
 
 _lock = threading.Lock()

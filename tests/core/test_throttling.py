@@ -223,3 +223,85 @@ def test_a_thread_per_request_server_never_runs_out_of_connections(redis_throttl
         if client.get("cmd") == "evalsha"
     ]
     assert len(mine) < 30  # the threads' connections closed with them
+
+
+class SilentRedis:
+    """A Redis that answers the connection handshake and never answers a script: a hung
+    server, as far as the check can tell. Counts the scripts it received."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.scripts = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: Any) -> None:
+        import hiredis
+
+        reader = hiredis.Reader()
+        with client:
+            while data := client.recv(65536):
+                reader.feed(data)
+                while (command := reader.gets()) is not False:
+                    name = command[0].upper()
+                    if name == b"EVALSHA":
+                        self.scripts += 1  # and no answer
+                    elif name == b"HELLO":  # redis-py speaks RESP3 (a map: its protocol)
+                        client.sendall(b"%1\r\n+proto\r\n:3\r\n")
+                    else:
+                        client.sendall(b"+OK\r\n")  # CLIENT SETINFO, SELECT, ...
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_hung_redis_times_out_once_and_the_script_is_never_sent_twice(monkeypatch) -> None:
+    """The timeout lives in the kernel (SO_RCVTIMEO): it fires as redis-py's ConnectionError,
+    and must be raised as a TimeoutError without the stale-connection retry, which would send
+    the script again (counting the request twice) and double the wait."""
+    import time
+
+    from redis.exceptions import TimeoutError
+
+    server = SilentRedis()
+    _rates(monkeypatch, {"upload_create": "9/minute"})
+    try:
+        with override_settings(THROTTLE_REDIS_URL=server.url, THROTTLE_REDIS_TIMEOUT_SECONDS=0.3):
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                _check()
+            elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert server.scripts == 1
+    assert 0.25 < elapsed < 2, elapsed  # the count above tells a retry apart
+
+
+def test_the_socket_waits_in_the_kernel_not_in_python(redis_throttle) -> None:
+    """After a check, the thread's connection is a blocking socket with the configured timeout
+    in SO_RCVTIMEO / SO_SNDTIMEO (no poll before each send and receive)."""
+    import socket
+    import struct
+
+    assert _check()
+    scripts = throttling.redis_scripts()
+    sock = scripts._connection()._sock
+    assert sock.gettimeout() is None
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        seconds, microseconds = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+        # to the kernel's tick
+        assert abs(seconds + microseconds / 1e6 - scripts.timeout) < 0.01, (seconds, microseconds)
