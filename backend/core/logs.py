@@ -302,9 +302,11 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 size += length
             self._write_chunk(chunk)
         except Exception:
-            # As StreamHandler.handleError does: a broken stream is reported, not raised.
-            if logging.raiseExceptions:
-                traceback.print_exc(file=sys.__stderr__)
+            # As Handler.handleError does: a broken stream is reported (if it can be), never
+            # raised into the code that logged, nor allowed to end the writer thread.
+            if logging.raiseExceptions and sys.stderr:
+                with contextlib.suppress(Exception):
+                    traceback.print_exc(file=sys.stderr)
 
     def _write_chunk(self, chunk: list[str]) -> None:
         self.stream.write("".join(chunk))
@@ -364,7 +366,9 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     _held_across_fork.clear()
     for handler in list(_batching_handlers):
+        closed = handler._closed
         handler._reset()
+        handler._closed = closed
 
 
 os.register_at_fork(

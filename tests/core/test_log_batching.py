@@ -198,3 +198,24 @@ def test_a_forked_child_writes_its_own_lines_and_not_its_parents() -> None:
     ), result.stderr
     pids = {line.split(" ", 1)[1]: line.split(" ", 1)[0] for line in result.stderr.splitlines()}
     assert pids["child"] == pids["child warning"] != pids["parent before the fork"]
+
+
+class Broken(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError("the stream is gone")
+
+
+def test_a_broken_stream_is_reported_not_raised_and_the_writer_lives_on(
+    logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", reports)
+    handler = BatchingStreamHandler(Broken(), interval=0.02)  # type: ignore[arg-type]
+    logger.addHandler(handler)
+    logger.warning("lost at once")  # written by this thread: not raised here
+    logger.info("lost later")
+    wait_for(lambda: reports.getvalue().count("the stream is gone") >= 2)
+    good = Recording()
+    handler.setStream(good)
+    logger.info("written again")
+    wait_for(lambda: good.lines() == ["written again"])
