@@ -9,7 +9,8 @@ the floor (DRF token auth + one INSERT + JSON, bench/httpstack/floor_urls.py), P
 floor, the floor plus one Redis round trip (what presign's throttle costs by itself), the floor,
 the floor plus presign's audit log line (what that line costs by itself), ...
 Prints req/s, p50/p99 latency, server CPU ms per request (gunicorn master + workers and the
-bench database's PostgreSQL backends, from /proc) and the ratios to the floor, and beside them
+bench database's PostgreSQL backends, from /proc) and the ratios to the floor (also paired with
+the neighbouring floor rounds, and presign's against the floor + Redis trip's), and beside them
 the local Redis server's CPU ms per request (the throttle windows and, with QUOTA_COUNTERS=redis,
 the quota counters: not in the ratio, but taken from the same cores); then seeds 100 000
 existing rows for the benchmarked users and does it again.
@@ -449,12 +450,29 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     for name in (name for name in LABELS if name != "floor"):
         rps_x, cpu_x = _paired(order, name)
         print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
+    # The floor has no throttle; presign must make its one Redis round trip (the window is
+    # shared by every process). Against the floor that makes the same round trip, cycle by
+    # cycle: each one's paired ratio over the floor + Redis trip's paired ratio of that cycle.
+    print("paired against the floor + Redis trip (both make the one round trip):")
+    redis_rps, redis_cpu = _paired_ratios(order, "floor-redis")
+    for name in PROVIDERS:
+        rps, cpu = _paired_ratios(order, name)
+        rps_x = statistics.median(a / b for a, b in zip(rps, redis_rps, strict=True))
+        cpu_x = statistics.median(a / b for a, b in zip(cpu, redis_cpu, strict=True))
+        print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
     return series
 
 
 def _paired(order: list[tuple[str, Round]], name: str) -> tuple[float, float]:
     """Median req/s and CPU ratios of each `name` round to the floor rounds run just before
     and just after it."""
+    rps, cpu = _paired_ratios(order, name)
+    return statistics.median(rps), statistics.median(cpu)
+
+
+def _paired_ratios(order: list[tuple[str, Round]], name: str) -> tuple[list[float], list[float]]:
+    """req/s and CPU ratios of each `name` round (in run order) to the floor rounds run just
+    before and just after it."""
     rps, cpu = [], []
     for i, (label, r) in enumerate(order):
         if label != name:
@@ -463,7 +481,7 @@ def _paired(order: list[tuple[str, Round]], name: str) -> tuple[float, float]:
         rps.append(r.requests / r.seconds / statistics.mean(f.requests / f.seconds for f in near))
         floor_cpu = statistics.mean((f.app_ms + f.pg_ms) / f.requests for f in near)
         cpu.append((r.app_ms + r.pg_ms) / r.requests / floor_cpu)
-    return statistics.median(rps), statistics.median(cpu)
+    return rps, cpu
 
 
 def _wait_for_server(proc: subprocess.Popen[bytes]) -> None:
