@@ -154,13 +154,20 @@ def _fields(moment: datetime) -> tuple[int, int, int, int, int, int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _signing_key(secret_key: str, datestamp: str, region: str) -> bytes:
-    """SigV4's derived key (four HMACs): it changes once a day per region and secret, so it is
-    derived once, not per upload. Held in memory like the secret it comes from."""
+def _signer(secret_key: str, datestamp: str, region: str) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with SigV4's derived key (four HMACs), to be copied for each
+    policy: the key changes once a day per region and secret, so it is derived once, not per
+    upload. Held in memory like the secret it comes from.
+
+    Copied and updated rather than `hmac.digest(key, msg)`: that one-shot call releases the GIL
+    whatever the message's length, and in a threaded worker whose other threads want the GIL
+    every release hands it away and waits to get it back (a busy neighbour thread made each call
+    ~800 us instead of ~2). An HMAC object's update keeps the GIL below 2 KiB, which a policy
+    stays under unless it carries a long session token."""
     key = ("AWS4" + secret_key).encode()
     for part in (datestamp, region, "s3", "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return key
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def sign_post(
@@ -210,12 +217,11 @@ def sign_post(
         "conditions": policy_conditions,
     }
     # Compact JSON (orjson): botocore writes the same document with spaces, at ten times the cost.
-    signed["policy"] = base64.b64encode(orjson.dumps(policy)).decode("ascii")
-    signed["x-amz-signature"] = hmac.digest(
-        _signing_key(frozen.secret_key, amz_date[:8], region),
-        signed["policy"].encode("utf-8"),
-        "sha256",
-    ).hex()
+    encoded = base64.b64encode(orjson.dumps(policy))
+    signed["policy"] = encoded.decode("ascii")
+    signature = _signer(frozen.secret_key, amz_date[:8], region).copy()
+    signature.update(encoded)
+    signed["x-amz-signature"] = signature.hexdigest()
     return {"url": url, "fields": signed}
 
 

@@ -411,3 +411,62 @@ def test_direct_post_signing_equals_generate_presigned_post(monkeypatch, client_
     policy = json.loads(base64.b64decode(ours["fields"]["policy"]))
     assert policy["expiration"] == "2026-12-02T03:14:05Z"
     assert {"key": key} in policy["conditions"]
+
+
+def test_signing_a_policy_keeps_the_gil() -> None:
+    """In a threaded worker the other threads take the GIL whenever this one releases it, and
+    this one then waits to get it back: signing (local work) must never release it (the
+    one-shot `hmac.digest` does, on every call). Beside a neighbour thread busy with Python, a
+    release that the neighbour wins costs this thread a whole switch interval (50 ms here):
+    1 000 signatures that keep the GIL take about as long as alone (the interpreter's own
+    hand-overs add one interval per interval of work), ones that release it seconds more."""
+    import sys
+    import threading
+    import time
+
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.session.Session().client(
+        "s3",
+        region_name="eu-west-1",
+        aws_access_key_id="AKIDEXAMPLE000000000",
+        aws_secret_access_key="secret-example",
+        config=Config(signature_version="s3v4"),
+    )
+    conditions = [{"Content-Type": "image/png"}, ["content-length-range", 1, 1000]]
+
+    def sign() -> None:
+        s3.sign_post(
+            client, "b", "uploads/1/x/p.png", {"Content-Type": "image/png"}, conditions, 60
+        )
+
+    def timed() -> float:
+        started = time.monotonic()
+        for _ in range(1000):
+            sign()
+        return time.monotonic() - started
+
+    sign()  # the endpoint resolved and the day's key derived: not measured
+    alone = timed()
+    stop = False
+
+    def neighbour() -> None:
+        while not stop:
+            pass
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)
+    thread = threading.Thread(target=neighbour, daemon=True)
+    try:
+        thread.start()
+        time.sleep(0.1)
+        beside = timed()
+    finally:
+        stop = True
+        sys.setswitchinterval(interval)
+        thread.join(10)
+    assert beside < 2.5 * alone + 0.15, (
+        f"1 000 signatures took {beside:.2f} s beside a busy thread, {alone:.2f} s alone: "
+        "signing hands the GIL over"
+    )
