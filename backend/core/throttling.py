@@ -112,7 +112,6 @@ class RedisScripts:
 
         self.url = url
         self.pid = os.getpid()
-        self.timeout = timeout
         self._pool = redis.ConnectionPool.from_url(url, socket_timeout=timeout)
         self._local = threading.local()
 
@@ -140,20 +139,18 @@ class RedisScripts:
         # every argument here is a str, int or float.
         command = [_pack(("EVALSHA", script.sha, len(keys), *keys, *args))]
         try:
-            connect(connection, self.timeout)
+            connect(connection)
             connection.send_packed_command(command, check_health=False)
         except ConnectionError as exc:
             raise_if_timed_out(connection, exc)
             # A connection gone stale (Redis restarted, an idle timeout): one fresh try, as
             # redis-py's client retries. Timeouts are not retried: they would multiply.
             connection.disconnect()
-            return Sent(
-                connection, script, command, retried=True, failed=True, timeout=self.timeout
-            )
+            return Sent(connection, script, command, retried=True, failed=True)
         except BaseException:
             connection.disconnect()
             raise
-        return Sent(connection, script, command, retried=False, failed=False, timeout=self.timeout)
+        return Sent(connection, script, command, retried=False, failed=False)
 
     def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return self.send(script, keys, args).result()
@@ -170,9 +167,7 @@ class Sent:
         *,
         retried: bool,
         failed: bool,
-        timeout: float,
     ) -> None:
-        self._timeout = timeout
         self._connection = connection
         self._script = script
         self._command = command
@@ -196,7 +191,7 @@ class Sent:
             try:
                 if self._failed:
                     self._failed = False
-                    connect(connection, self._timeout)
+                    connect(connection)
                     connection.send_packed_command(self._command, check_health=False)
                 return connection.read_response()
             except NoScriptError:
@@ -218,14 +213,15 @@ class Sent:
         raise NoScriptError("the script could not be loaded")
 
 
-def connect(connection: Any, timeout: float) -> None:
-    """Connect (redis-py's handshake runs with Python's timeouts), then move the timeout into
-    the kernel for a TCP or unix socket; a TLS socket keeps Python's (its reads are not one
-    system call)."""
+def connect(connection: Any) -> None:
+    """Connect (redis-py's handshake runs with Python's timeouts), then move the connection's
+    `socket_timeout` into the kernel for a TCP or unix socket; a TLS socket keeps Python's (its
+    reads are not one system call)."""
     if _socket_of(connection) is not None:
         return
     connection.connect()
     sock = _socket_of(connection)
+    timeout = connection.socket_timeout
     if (
         not timeout
         or timeout <= 0

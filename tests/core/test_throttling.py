@@ -298,10 +298,11 @@ def test_the_socket_waits_in_the_kernel_not_in_python(redis_throttle) -> None:
     import struct
 
     assert _check()
-    scripts = throttling.redis_scripts()
-    sock = scripts._connection()._sock
+    connection = throttling.redis_scripts()._connection()
+    sock = connection._sock
     assert sock.gettimeout() is None
     for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
         seconds, microseconds = struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
         # to the kernel's tick
-        assert abs(seconds + microseconds / 1e6 - scripts.timeout) < 0.01, (seconds, microseconds)
+        timeout = connection.socket_timeout
+        assert abs(seconds + microseconds / 1e6 - timeout) < 0.01, (seconds, microseconds)
