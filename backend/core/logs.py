@@ -333,7 +333,7 @@ def _write_batches(ref: weakref.ref[BatchingStreamHandler], wake: threading.Even
     """The writer thread's loop; it ends with its handler (closed or collected)."""
     while True:
         handler = ref()
-        if handler is None or handler._closed or handler._wake is not wake:
+        if handler is None or handler._closed:
             return
         interval = handler.interval
         del handler  # not kept alive by a sleeping writer
