@@ -1,5 +1,5 @@
 # Common tasks. `make demo` and `make test` are the two README commands.
-.PHONY: help install demo test test-sqlite lint format typecheck bench bench-http bench-instructions migrate
+.PHONY: help install demo test test-sqlite lint format typecheck bench bench-http bench-cpu bench-instructions migrate
 
 help:
 	@echo "make demo       start the demo: Cloudinary stand-in + S3 emulator, SQLite, in-process jobs; prints the logins"
@@ -9,6 +9,7 @@ help:
 	@echo "make format     ruff format + autofix"
 	@echo "make bench      run the in-process benchmarks under bench/"
 	@echo "make bench-http the presign path as deployed: gunicorn + PostgreSQL + Redis + wrk"
+	@echo "make bench-cpu  the same, sampled with perf: CPU per request by process and system call"
 	@echo "make bench-instructions  the presign path's own instructions per request (valgrind), vs the floor"
 	@echo "make install    create .venv and install the pinned dependencies"
 
@@ -35,10 +36,13 @@ typecheck: install
 	DJANGO_SETTINGS_MODULE=backend.settings_test .venv/bin/mypy backend
 
 bench: install
-	@for f in bench/*.py; do case $$f in bench/http_presign.py|bench/presign_instructions.py) continue;; esac; echo "==> $$f"; .venv/bin/python $$f || exit 1; done
+	@for f in bench/*.py; do case $$f in bench/http_presign.py|bench/http_cpu.py|bench/presign_instructions.py) continue;; esac; echo "==> $$f"; .venv/bin/python $$f || exit 1; done
 
 bench-http: install
 	.venv/bin/python bench/http_presign.py
+
+bench-cpu: install
+	.venv/bin/python bench/http_cpu.py
 
 bench-instructions: install
 	.venv/bin/python bench/presign_instructions.py
