@@ -5,8 +5,9 @@ endpoint per request, from perf's system-wide `cpu-clock` samples (a software ev
 without hardware counters samples too) while wrk drives it: gunicorn's user space and kernel
 time (by the system call or interrupt each sample ran under), PostgreSQL, Redis, wrk, and the
 time the cores sat idle. Same server, settings, users and wrk script as http_presign.py; the
-rounds are the floor, the floor plus one Redis round trip (`/bench/floor-redis/`), and presign
-with S3 then Cloudinary active, with a floor round between them.
+rounds are the floor, the floor plus one Redis round trip (`/bench/floor-redis/`), presign with
+S3 then Cloudinary active, and the floor plus presign's audit line (`/bench/floor-log/`), with a
+floor round between them.
 
     .venv/bin/python bench/http_cpu.py    # make bench-cpu, about 2 minutes
 
@@ -33,10 +34,11 @@ from bench import http_presign as hp  # noqa: E402
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 FREQUENCY = 999  # samples per second per core
 PERF_RECORD = ("perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", str(FREQUENCY))
-ROUNDS = ("floor", "floor-redis", "s3", "floor", "cloudinary", "floor")
+ROUNDS = ("floor", "floor-redis", "s3", "floor", "cloudinary", "floor", "floor-log", "floor")
 COLUMNS = {
     "floor": "floor",
     "floor-redis": "floor + Redis",
+    "floor-log": "floor + log",
     "s3": "presign S3",
     "cloudinary": "presign Cl.",
 }
