@@ -35,13 +35,8 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 FREQUENCY = 999  # samples per second per core
 PERF_RECORD = ("perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", str(FREQUENCY))
 ROUNDS = ("floor", "floor-redis", "s3", "floor", "cloudinary", "floor", "floor-log", "floor")
-COLUMNS = {
-    "floor": "floor",
-    "floor-redis": "floor + Redis",
-    "floor-log": "floor + log",
-    "s3": "presign S3",
-    "cloudinary": "presign Cl.",
-}
+# The printed columns, in this order (http_presign.py's labels).
+COLUMNS = ("floor", "floor-redis", "floor-log", "s3", "cloudinary")
 PROCESSES = {"gunicorn": "gunicorn", "postgres": "PostgreSQL", "redis-server": "Redis"}
 # The outermost kernel frame of a sample that is not under a system call.
 ENTRIES = {
@@ -163,9 +158,9 @@ def _print(totals: dict[str, list[tuple[int, Counter[str], Counter[str]]]]) -> N
         f"CPU per request, us (perf cpu-clock, {FREQUENCY} Hz per core; rounds of {SECONDS} s: "
         f"{', '.join(ROUNDS)}; the floor column is its {len(totals['floor'])} rounds together)"
     )
-    print(f"{'':34}" + "".join(f"{COLUMNS[n]:>14}" for n in names))
+    print(f"{'':34}" + "".join(f"{hp.LABELS[n]:>21}" for n in names))
 
-    def row(label: str, values: list[float], fmt: str = "{:14.0f}") -> None:
+    def row(label: str, values: list[float], fmt: str = "{:21.0f}") -> None:
         print(f"{label:34}" + "".join(fmt.format(v) for v in values))
 
     kinds = Counter[str]()
@@ -191,13 +186,13 @@ def _print(totals: dict[str, list[tuple[int, Counter[str], Counter[str]]]]) -> N
     app = [
         per_request(n, "process", "gunicorn") + per_request(n, "process", "postgres") for n in names
     ]
-    row("gunicorn + PostgreSQL x floor", [a / app[0] for a in app], "{:14.2f}")
+    row("gunicorn + PostgreSQL x floor", [a / app[0] for a in app], "{:21.2f}")
     redis = [per_request(n, "process", "redis-server") for n in names]
     with_redis = [a + r for a, r in zip(app, redis, strict=True)]
-    row("  with Redis x floor", [a / with_redis[0] for a in with_redis], "{:14.2f}")
+    row("  with Redis x floor", [a / with_redis[0] for a in with_redis], "{:21.2f}")
     rps = [sum(r[0] for r in totals[n]) / (SECONDS * len(totals[n])) for n in names]
     row("req/s", rps)
-    row("req/s x floor", [r / rps[0] for r in rps], "{:14.2f}")
+    row("req/s x floor", [r / rps[0] for r in rps], "{:21.2f}")
 
 
 if __name__ == "__main__":
