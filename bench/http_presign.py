@@ -12,8 +12,10 @@ Prints req/s, p50/p99 latency, server CPU ms per request (gunicorn master + work
 bench database's PostgreSQL backends, from /proc) and the ratios to the floor (also paired with
 the neighbouring floor rounds, and presign's against the floor + Redis trip's), and beside them
 the local Redis server's CPU ms per request (the throttle windows and, with QUOTA_COUNTERS=redis,
-the quota counters: not in the ratio, but taken from the same cores); then seeds 100 000
-existing rows for the benchmarked users and does it again.
+the quota counters: not in the ratio, but taken from the same cores) and the machine's idle and
+I/O-wait ms per request (all cores: a round that stalls on the disk, PostgreSQL's commit flushes,
+shows there, with fewer req/s); then seeds 100 000 existing rows for the benchmarked users and
+does it again.
 
 Signing is local for both providers (fake credentials and bucket): no network beyond loopback.
 
@@ -279,11 +281,18 @@ def _redis_servers() -> list[int]:
     return found
 
 
+def _idle_ticks() -> int:
+    """The machine's idle and I/O-wait time, all cores (/proc/stat's first line)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[4]) + int(fields[5])
+
+
 @dataclass
 class CpuSample:
     app: dict[int, int]
     pg: dict[int, int]
     redis: dict[int, int]
+    idle: int
 
 
 def _sample(master: int, dbname: str) -> CpuSample:
@@ -292,6 +301,7 @@ def _sample(master: int, dbname: str) -> CpuSample:
         app={p: _cpu_ticks(p) for p in app_pids},
         pg={p: _cpu_ticks(p) for p in _pg_backends(dbname)},
         redis={p: _cpu_ticks(p) for p in _redis_servers()},
+        idle=_idle_ticks(),
     )
 
 
@@ -313,6 +323,7 @@ class Round:
     app_ms: float
     pg_ms: float
     redis_ms: float
+    idle_ms: float
 
 
 def _latency_ms(text: str, label: str) -> float:
@@ -355,6 +366,7 @@ def _wrk(path: str, script: Path, seconds: int, master: int, dbname: str) -> Rou
         app_ms=_delta_ms(before.app, after.app),
         pg_ms=_delta_ms(before.pg, after.pg),
         redis_ms=_delta_ms(before.redis, after.redis),
+        idle_ms=(after.idle - before.idle) * 1000.0 / CLK_TCK,
     )
 
 
@@ -383,6 +395,10 @@ class Series:
     @property
     def redis_ms(self) -> float:
         return sum(r.redis_ms for r in self.rounds) / sum(r.requests for r in self.rounds)
+
+    @property
+    def idle_ms(self) -> float:
+        return sum(r.idle_ms for r in self.rounds) / sum(r.requests for r in self.rounds)
 
     @property
     def p50(self) -> float:
@@ -436,12 +452,13 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     print(
         f"{'endpoint':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU ms/req':>12}"
         f"{'(app':>7}{' + pg)':>8}{'req/s x':>10}{'CPU x':>8}{'non-2xx':>9}{'redis ms':>10}"
+        f"{'idle ms':>9}"
     )
     for name, s in series.items():
         print(
             f"{LABELS[name]:<22}{s.rps:>9.0f}{s.p50:>9.2f}{s.p99:>9.2f}{s.cpu_ms:>12.3f}"
             f"{s.app_ms:>7.2f}{s.pg_ms:>8.2f}{s.rps / floor.rps:>10.2f}"
-            f"{s.cpu_ms / floor.cpu_ms:>8.2f}{s.errors:>9}{s.redis_ms:>10.3f}"
+            f"{s.cpu_ms / floor.cpu_ms:>8.2f}{s.errors:>9}{s.redis_ms:>10.3f}{s.idle_ms:>9.3f}"
         )
     # A shared 2-core VM drifts by more than the differences measured here: each round is also
     # compared with the floor rounds run just before and after it, and the median of those
