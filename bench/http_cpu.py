@@ -37,7 +37,8 @@ PERF_RECORD = ("perf", "record", "-a", "-g", "-e", "cpu-clock", "-F", str(FREQUE
 ROUNDS = ("floor", "floor-redis", "s3", "floor", "cloudinary", "floor", "floor-log", "floor")
 # The printed columns, in this order (http_presign.py's labels).
 COLUMNS = ("floor", "floor-redis", "floor-log", "s3", "cloudinary")
-PROCESSES = {"gunicorn": "gunicorn", "postgres": "PostgreSQL", "redis-server": "Redis"}
+# The other processes' rows: process name (perf's comm; swapper is the idle task), label.
+PROCESSES = {"postgres": "PostgreSQL", "redis-server": "Redis", "wrk": "wrk", "swapper": "idle"}
 # The outermost kernel frame of a sample that is not under a system call.
 ENTRIES = {
     "asm_sysvec_reschedule_ipi": "reschedule IPI (a wake-up)",
@@ -97,9 +98,10 @@ def _samples(data: Path) -> tuple[Counter[str], Counter[str]]:
 
 
 def _round(name: str, script: Path, workdir: Path) -> tuple[int, Counter[str], Counter[str]]:
-    hp._use_provider(name if name in hp.PROVIDERS else "s3")
+    if name in hp.PROVIDERS:  # as http_presign's rounds: the floor runs with either active
+        hp._use_provider(name)
     url = f"http://127.0.0.1:{hp.PORT}{hp.PATHS[name]}"
-    wrk = ["wrk", "-t2", "-c16", "-s", str(script), url]
+    wrk = ["wrk", f"-t{hp.THREADS}", f"-c{hp.CONNECTIONS}", "-s", str(script), url]
     subprocess.run([*wrk, "-d2s"], capture_output=True, check=True)  # warm-up
     data = workdir / f"{name}.data"
     # perf runs wrk as its workload: the machine is sampled for exactly wrk's run.
@@ -125,15 +127,7 @@ def main() -> None:
     hp._setup_django()
     tokens = hp._prepare()
     workdir, script = hp.wrk_workdir("bench-cpu-", tokens)
-    env = {**os.environ, **hp.SERVER_ENV, "PYTHONPATH": str(ROOT)}
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    proc = subprocess.Popen(
-        [gunicorn, "-c", str(ROOT / "gunicorn.conf.py"), "backend.wsgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "gunicorn.log", "wb"),  # noqa: SIM115
-    )
+    proc = hp.start_gunicorn(workdir)
     totals: dict[str, list[tuple[int, Counter[str], Counter[str]]]] = {}
     try:
         hp._wait_for_server(proc)
@@ -179,10 +173,7 @@ def _print(totals: dict[str, list[tuple[int, Counter[str], Counter[str]]]]) -> N
         if max(values) >= 3:
             row(f"  {kind}", values)
     for comm, label in PROCESSES.items():
-        if comm != "gunicorn":
-            row(label, [per_request(n, "process", comm) for n in names])
-    row("wrk", [per_request(n, "process", "wrk") for n in names])
-    row("idle", [per_request(n, "process", "swapper") for n in names])
+        row(label, [per_request(n, "process", comm) for n in names])
     app = [
         per_request(n, "process", "gunicorn") + per_request(n, "process", "postgres") for n in names
     ]

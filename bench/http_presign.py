@@ -513,6 +513,21 @@ def _wait_for_server(proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("gunicorn did not start within 60 s")
 
 
+def start_gunicorn(
+    workdir: Path, *, wrapper: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """gunicorn with the shipped gunicorn.conf.py and the bench settings (SERVER_ENV, then
+    `env`), run under `wrapper` if given (valgrind); its log goes to workdir/gunicorn.log."""
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    return subprocess.Popen(
+        [*wrapper, str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), "backend.wsgi:application"],
+        cwd=ROOT,
+        env={**os.environ, **SERVER_ENV, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=open(workdir / "gunicorn.log", "wb"),
+    )
+
+
 def wrk_workdir(prefix: str, tokens: list[str]) -> tuple[Path, Path]:
     """A scratch directory holding the tokens and wrk's Lua script rotating over them."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
@@ -540,15 +555,7 @@ def main() -> None:
     _setup_django()
     tokens = _prepare()
     workdir, script = wrk_workdir("bench-http-", tokens)
-    env = {**os.environ, **SERVER_ENV, "PYTHONPATH": str(ROOT)}
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen(
-        [str(gunicorn), "-c", str(ROOT / "gunicorn.conf.py"), "backend.wsgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "gunicorn.log", "wb"),  # noqa: SIM115
-    )
+    proc = start_gunicorn(workdir)
     try:
         _wait_for_server(proc)
         expected = int(os.environ.get("GUNICORN_WORKERS") or (os.cpu_count() or 1) + 1)

@@ -165,30 +165,16 @@ def gunicorn_worker(tokens: list[str]) -> dict[str, float]:
 
     seconds = int(os.environ.get("BENCH_SECONDS", "20"))
     workdir, script = hp.wrk_workdir("bench-instructions-gunicorn-", tokens)
-    env = {
-        **os.environ,
-        **hp.SERVER_ENV,
-        "PYTHONPATH": str(ROOT),
-        "GUNICORN_WORKERS": "1",
-        # A worker under valgrind runs ~50x slower: not killed for it.
-        "GUNICORN_TIMEOUT": "600",
-    }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen(
-        [
+    proc = hp.start_gunicorn(
+        workdir,
+        wrapper=(
             "valgrind",
             "--tool=callgrind",
             "--trace-children=yes",
             f"--callgrind-out-file={workdir}/callgrind.%p",
-            str(gunicorn),
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "backend.wsgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(workdir / "gunicorn.log", "wb"),  # noqa: SIM115
+        ),
+        # A worker under valgrind runs ~50x slower: not killed for it.
+        env={"GUNICORN_WORKERS": "1", "GUNICORN_TIMEOUT": "600"},
     )
     # Light load: the worker is the only thing measured, and valgrind serialises its threads.
     hp.CONNECTIONS, hp.THREADS = 4, 1
