@@ -140,11 +140,11 @@ class ContextFilter(logging.Filter):
         secrets = self._known_secrets()
         if secrets:
             message = record.getMessage()
-            cleaned = message
             for secret in secrets:
-                cleaned = cleaned.replace(secret, REDACTED)
-            if cleaned != message:
-                record.msg, record.args = cleaned, None
+                message = message.replace(secret, REDACTED)
+            # The formatted message stays on the record: the formatter's getMessage() then
+            # returns it without formatting the arguments a second time.
+            record.msg, record.args = message, None
         return True
 
 

@@ -12,10 +12,12 @@ metric list, the dashboard and the alerts they support: docs/operations.md "Metr
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -37,6 +39,16 @@ PRESIGNS = Counter(
     "Upload instructions issued (single and multipart starts), by provider.",
     ["provider", "kind"],
 )
+
+
+@functools.lru_cache(maxsize=64)
+def presigns(provider: str, kind: str) -> Any:
+    """PRESIGNS' child for (provider, kind), looked up once per process: `labels()` takes a
+    lock and checks its values on every call, on every presign. (A child made before a fork
+    is safe: in multiprocess mode each value notices the new pid and opens its own file.)"""
+    return PRESIGNS.labels(provider, kind)
+
+
 #: Outcomes of a finalise (client confirm or provider notification).
 CONFIRM_OUTCOMES = (
     "uploaded",  # verified, the row is now uploaded

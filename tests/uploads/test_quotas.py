@@ -4,6 +4,7 @@ that say so run on both stores (`quota_store`: database counter rows, Redis hash
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -303,42 +304,126 @@ def test_a_first_reservation_racing_another_is_decided_on_the_row_it_inserted(
     assert quotas.counters_of(owner.pk) == (2, 200)
 
 
-@pytest.mark.postgres
+def _rows_of_every_shape(owner: Any) -> list[MediaUpload]:
+    """Rows whose columns take each of `_insert_params`' paths: None, str (and a str enum),
+    UUID, int, aware and naive datetimes, JSON, the foreign key."""
+    base = {
+        "provider": "s3",
+        "original_filename": "ä photo.png",
+        "content_type": "image/png",
+        "status": UploadStatus.PENDING,
+        "expires_at": timezone.now() + timedelta(minutes=15),
+    }
+    return [
+        MediaUpload(
+            owner=owner,
+            key="uploads/0/k.png",
+            declared_size=1000,
+            quota_bytes=1000,
+            metadata={"n": 0},
+            **base,
+        ),
+        MediaUpload(
+            owner=owner,
+            key="uploads/1/k.png",
+            declared_size=None,
+            quota_bytes=2**40,
+            checksum_sha256="a" * 64,
+            multipart_upload_id="up-1",
+            multipart_part_size=8 * 2**20,
+            **base,
+        ),
+        MediaUpload.unsaved(
+            owner,
+            key="uploads/2/k.png",
+            stored_size=0,
+            event_sequencer="0A",
+            confirmed_at=timezone.now(),
+            claimed_at=None,
+            **base,
+        ),
+    ]
+
+
 @pytest.mark.django_db
-def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner) -> None:
-    """The one-statement INSERT's text is built once per process; its parameters are prepared
-    per row the way SQLInsertCompiler prepares them. Both compared with Django's own INSERT."""
+def test_the_insert_parameters_are_what_djangos_compiled_insert_sends(owner: Any) -> None:
+    """`_insert_params` prepares the common values inline; each parameter must be what
+    SQLInsertCompiler sends for the same row, on this run's database (SQLite and PostgreSQL
+    prepare UUIDs, datetimes and ints differently)."""
     from django.db import connections
 
     conn = connections["default"]
-    rows = [
-        MediaUpload(
-            owner=owner,
-            provider="s3",
-            key=f"uploads/{n}/k.png",
-            original_filename="ä photo.png",
-            content_type="image/png",
-            declared_size=size,
-            quota_bytes=size or 1000,
-            status=UploadStatus.PENDING,
-            expires_at=timezone.now() + timedelta(minutes=15),
-            metadata={"n": n},
-        )
-        for n, size in enumerate([1000, None])
+    naive = MediaUpload(
+        owner=owner,
+        provider="s3",
+        key="uploads/3/k.png",
+        original_filename="n",
+        content_type="image/png",
+        expires_at=timezone.now().replace(tzinfo=None),
+    )
+    clock = [
+        getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+        for f in MediaUpload._meta.concrete_fields
     ]
-    for row in rows:
-        statement, fields = quotas._insert_reserved_text(conn, row)
-        ours = quotas._insert_params(conn, row, fields)
-        compiled_sql, compiled_params = quotas._compiled_insert(conn, row)
-        head, _sep, values = compiled_sql.partition(" VALUES (")
-        assert statement.endswith(f"{head} SELECT {values[:-1]} FROM reserved")
+    for row in [*_rows_of_every_shape(owner), naive]:
+        with pytest.warns(RuntimeWarning) if row is naive else contextlib.nullcontext():
+            ours = quotas._insert_params(conn, row)
+        ours_created = row.created_at
+        with pytest.warns(RuntimeWarning) if row is naive else contextlib.nullcontext():
+            _sql, compiled_params = quotas._compiled_insert(conn, row)
         # auto_now(_add) columns take a fresh "now" on each preparation: compared by type.
-        clock = [getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) for f in fields]
-        assert len(ours) == len(compiled_params) == len(fields)
+        assert len(ours) == len(compiled_params) == len(clock)
         for is_clock, mine, django_s in zip(clock, ours, compiled_params, strict=True):
             assert type(mine) is type(django_s)
             if not is_clock:
                 assert repr(mine) == repr(django_s)
+        # Both clock columns take the same "now", set on the row as pre_save sets it.
+        assert row.updated_at >= ours_created
+        assert len({mine for is_clock, mine in zip(clock, ours, strict=True) if is_clock}) == 1
+
+
+@pytest.mark.django_db
+def test_unsaved_builds_the_row_the_keyword_constructor_builds(owner: Any) -> None:
+    """`MediaUpload.unsaved(owner, **columns)` (the positional path) against
+    `MediaUpload(owner=owner, **columns)`: every attribute, the cached owner, the defaults."""
+    columns = {
+        "id": uuid.uuid4(),
+        "provider": "cloudinary",
+        "key": "uploads/1/x/photo.png",
+        "original_filename": "photo.png",
+        "content_type": "image/png",
+        "declared_size": None,
+        "quota_bytes": 5,
+        "status": UploadStatus.PENDING,
+        "expires_at": timezone.now(),
+        "multipart_upload_id": "abc",
+    }
+    fast = MediaUpload.unsaved(owner, **columns)
+    slow = MediaUpload(owner=owner, **columns)
+    for field in MediaUpload._meta.concrete_fields:
+        assert getattr(fast, field.attname) == getattr(slow, field.attname), field.name
+    assert fast.owner is owner
+    assert fast._state.adding and fast._state.db is None
+    assert fast.metadata == {} and fast.metadata is not MediaUpload.unsaved(owner).metadata
+    assert MediaUpload.unsaved(owner).id != MediaUpload.unsaved(owner).id  # default=uuid4
+    with pytest.raises(TypeError, match="no column"):
+        MediaUpload.unsaved(owner, owner_name="x")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner: Any) -> None:
+    """The one-statement INSERT's text is built once per process from Django's INSERT; the row
+    it inserts reads back as written."""
+    from django.db import connections
+
+    conn = connections["default"]
+    rows = _rows_of_every_shape(owner)
+    for row in rows:
+        statement, _fields = quotas._insert_reserved_text(conn, row)
+        compiled_sql, _params = quotas._compiled_insert(conn, row)
+        head, _sep, values = compiled_sql.partition(" VALUES (")
+        assert statement.endswith(f"{head} SELECT {values[:-1]} FROM reserved")
     quotas.insert_reserved(rows[0], 1000, quotas.Limits(max_pending=5, max_bytes_per_day=10**9))
     stored = MediaUpload.objects.get(pk=rows[0].pk)
     assert (stored.key, stored.declared_size, stored.metadata) == (
@@ -346,7 +431,7 @@ def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner) -> No
         1000,
         {"n": 0},
     )
-    assert stored.created_at == rows[0].created_at
+    assert stored.created_at == rows[0].created_at == stored.updated_at
 
 
 # --- the Redis store: one round trip with the throttle, seeded from the rows ---------------------

@@ -176,9 +176,9 @@ def pending_row(
     **columns: Any,
 ) -> MediaUpload:
     """The (unsaved) `pending` row of a validated request, at `service`."""
-    return MediaUpload(
+    return MediaUpload.unsaved(
+        owner,
         id=upload_id,
-        owner=owner,
         provider=service.name,
         key=key,
         original_filename=request.display_name,
@@ -308,7 +308,7 @@ def create_upload(
             )
         row = pending_row(request, owner, upload_id, service, key, instructions.expires_at)
         reservation.insert(row)
-    metrics.PRESIGNS.labels(service.name, "single").inc()
+    metrics.presigns(service.name, "single").inc()
     logger.info(
         "upload %s created at %s (%s, %s bytes)", upload_ref, row.provider, row.key, request.size
     )

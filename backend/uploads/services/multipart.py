@@ -154,7 +154,7 @@ def create_multipart_upload(
             with contextlib.suppress(ServiceUnavailable):
                 service.abort_multipart_upload(ref, session.upload_id)
             raise
-    metrics.PRESIGNS.labels(service.name, "multipart").inc()
+    metrics.presigns(service.name, "multipart").inc()
     logger.info(
         "multipart upload %s created at %s (%s, %s bytes, parts of %s)",
         row.id,
