@@ -463,10 +463,13 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     # A shared 2-core VM drifts by more than the differences measured here: each round is also
     # compared with the floor rounds run just before and after it, and the median of those
     # paired ratios is printed (less sensitive to a slow minute than the totals above).
-    print("paired (median of each round against its neighbouring floor rounds):")
+    # Beside each median, the middle half of the paired ratios (first to third quartile): the
+    # spread a reading carries on this machine. The floor + audit line, which costs nothing the
+    # bench resolves, shows it plainly.
+    print("paired (median of each round against its neighbouring floor rounds; middle half):")
     for name in (name for name in LABELS if name != "floor"):
-        rps_x, cpu_x = _paired(order, name)
-        print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
+        rps, cpu = _paired_ratios(order, name)
+        print(f"  {LABELS[name]}: req/s x {_spread(rps)}, CPU x {_spread(cpu)}")
     # The floor has no throttle; presign must make its one Redis round trip (the window is
     # shared by every process). Against the floor that makes the same round trip, cycle by
     # cycle: each one's paired ratio over the floor + Redis trip's paired ratio of that cycle.
@@ -474,17 +477,19 @@ def _phase(title: str, script: Path, master: int, dbname: str) -> dict[str, Seri
     redis_rps, redis_cpu = _paired_ratios(order, "floor-redis")
     for name in PROVIDERS:
         rps, cpu = _paired_ratios(order, name)
-        rps_x = statistics.median(a / b for a, b in zip(rps, redis_rps, strict=True))
-        cpu_x = statistics.median(a / b for a, b in zip(cpu, redis_cpu, strict=True))
-        print(f"  {LABELS[name]}: req/s x {rps_x:.2f}, CPU x {cpu_x:.2f}")
+        rps_x = _spread([a / b for a, b in zip(rps, redis_rps, strict=True)])
+        cpu_x = _spread([a / b for a, b in zip(cpu, redis_cpu, strict=True)])
+        print(f"  {LABELS[name]}: req/s x {rps_x}, CPU x {cpu_x}")
     return series
 
 
-def _paired(order: list[tuple[str, Round]], name: str) -> tuple[float, float]:
-    """Median req/s and CPU ratios of each `name` round to the floor rounds run just before
-    and just after it."""
-    rps, cpu = _paired_ratios(order, name)
-    return statistics.median(rps), statistics.median(cpu)
+def _spread(ratios: list[float]) -> str:
+    """'median (first quartile-third quartile)' of paired ratios; the median alone for fewer
+    than four."""
+    if len(ratios) < 4:
+        return f"{statistics.median(ratios):.2f}"
+    low, middle, high = statistics.quantiles(ratios, n=4)
+    return f"{middle:.2f} ({low:.2f}-{high:.2f})"
 
 
 def _paired_ratios(order: list[tuple[str, Round]], name: str) -> tuple[list[float], list[float]]:
