@@ -461,14 +461,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _str("LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
-# No format above shows a caller's file, line or function, nor a thread or process (nor do
-# gunicorn's or Dramatiq's): the logging HOWTO's "Optimization" switches skip collecting them
-# for every record (a frame walk and a line-table lookup, about a tenth of a presign's log
-# line; the current thread, the pid, the multiprocessing process name).
+# No format above shows a caller's file, line or function (nor do gunicorn's or Dramatiq's):
+# the logging HOWTO's "Optimization" switch skips finding them for every record (a frame walk
+# and a line-table lookup, about a tenth of a presign's log line). Its other switches (thread,
+# process) stay on: gunicorn's error log shows the pid, Dramatiq's the pid and thread name.
 _logging._srcfile = None
-_logging.logThreads = False
-_logging.logProcesses = False
-_logging.logMultiprocessing = False
 # GET /metrics (Prometheus text format) answers a scrape that sends
 # `Authorization: Bearer <METRICS_TOKEN>`, or comes from one of METRICS_ALLOWED_NETWORKS
 # (comma-separated CIDRs, matched against the socket address). Neither set: 403 to everyone.
