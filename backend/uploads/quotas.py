@@ -117,7 +117,7 @@ def _reserve_params(owner_id: Any, day: date, nbytes: int, limits: Limits) -> tu
 # The one-statement INSERT's text, built once per process from Django's own compiled INSERT:
 # it depends only on the model (columns and `%s` placeholders), never on the values. Compiling
 # it per request cost more CPU than the rest of the reservation (measured, docs/performance.md).
-_insert_statement: tuple[str, tuple[Field[Any, Any], ...]] | None = None
+_insert_statement: str | None = None
 
 
 def _compiled_insert(conn: BaseDatabaseWrapper, row: MediaUpload) -> tuple[str, list[Any]]:
@@ -129,20 +129,18 @@ def _compiled_insert(conn: BaseDatabaseWrapper, row: MediaUpload) -> tuple[str, 
     return insert_sql, list(insert_params)
 
 
-def _insert_reserved_text(
-    conn: BaseDatabaseWrapper, row: MediaUpload
-) -> tuple[str, tuple[Field[Any, Any], ...]]:
+def _insert_reserved_text(conn: BaseDatabaseWrapper, row: MediaUpload) -> str:
     global _insert_statement
     if _insert_statement is not None:
         return _insert_statement
     insert_sql, insert_params = _compiled_insert(conn, row)
     head, sep, values = insert_sql.partition(" VALUES (")
-    fields = tuple(MediaUpload._meta.concrete_fields)
+    columns = len(_column_plan())  # what _insert_params sends, in this order
     if (
         not sep
         or not values.endswith(")")
-        or values[:-1].split(", ") != ["%s"] * len(fields)
-        or len(insert_params) != len(fields)
+        or values[:-1].split(", ") != ["%s"] * columns
+        or len(insert_params) != columns
     ):  # pragma: no cover - Django's INSERT shape
         raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
     # Built from Django's own compiled INSERT and a quoted table name; every value is a
@@ -158,8 +156,8 @@ def _insert_reserved_text(
             " FROM reserved",
         )
     )
-    _insert_statement = (statement, fields)
-    return _insert_statement
+    _insert_statement = statement
+    return statement
 
 
 # How `_insert_params` prepares each column, by its field's exact class (a subclass may prepare
@@ -240,7 +238,7 @@ def _insert_reserved_postgres(row: MediaUpload, day: date, nbytes: int, limits: 
     """The reservation and the row's INSERT in one statement (one round trip): the INSERT
     selects from the reservation's RETURNING, so a refused reservation inserts nothing."""
     conn = connections[DEFAULT_DB_ALIAS]
-    statement, _fields = _insert_reserved_text(conn, row)
+    statement = _insert_reserved_text(conn, row)
     params = (
         *_reserve_params(row.owner_id, day, nbytes, limits),
         *_insert_params(conn, row),
@@ -784,7 +782,7 @@ def reserving(
 
 # The plain INSERT's text, built once per process from Django's compiled INSERT (the same reason
 # as `_insert_reserved_text`).
-_plain_insert: tuple[str, tuple[Field[Any, Any], ...]] | None = None
+_plain_insert: str | None = None
 
 
 def _insert(row: MediaUpload) -> None:
@@ -793,12 +791,10 @@ def _insert(row: MediaUpload) -> None:
     conn = connections[DEFAULT_DB_ALIAS]
     if _plain_insert is None:
         insert_sql, insert_params = _compiled_insert(conn, row)
-        fields = tuple(MediaUpload._meta.concrete_fields)
-        if len(insert_params) != len(fields):  # pragma: no cover - Django's INSERT shape
+        if len(insert_params) != len(_column_plan()):  # pragma: no cover - Django's INSERT shape
             raise RuntimeError(f"unexpected INSERT shape: {insert_sql[:80]}")
-        _plain_insert = (insert_sql, fields)
-    statement, fields = _plain_insert
+        _plain_insert = insert_sql
     with conn.cursor() as cursor:
-        cursor.execute(statement, _insert_params(conn, row))
+        cursor.execute(_plain_insert, _insert_params(conn, row))
     row._state.adding = False
     row._state.db = DEFAULT_DB_ALIAS

@@ -420,7 +420,7 @@ def test_the_cached_insert_sends_what_djangos_compiled_insert_sends(owner: Any) 
     conn = connections["default"]
     rows = _rows_of_every_shape(owner)
     for row in rows:
-        statement, _fields = quotas._insert_reserved_text(conn, row)
+        statement = quotas._insert_reserved_text(conn, row)
         compiled_sql, _params = quotas._compiled_insert(conn, row)
         head, _sep, values = compiled_sql.partition(" VALUES (")
         assert statement.endswith(f"{head} SELECT {values[:-1]} FROM reserved")
